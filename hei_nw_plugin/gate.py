@@ -1,0 +1,169 @@
+"""Neuromodulated write gate: S = α·surprise + β·novelty + γ·reward + δ·pin ≥ τ.
+
+* surprise: with a language model attached (:class:`SurpriseScorer`), the
+  model's mean token NLL (nats/token) divided by ``surprise_scale`` and clipped
+  to [0, 1]; without one, the documented cheap proxy :class:`UnigramSurprise`
+  (function words and chat boilerplate score low, digits high, other words by
+  their rarity in what the namespace has offered so far).
+* novelty: 1 − cosine between the event's key and its nearest stored key in the
+  namespace (1.0 for an empty namespace).
+* reward ∈ [0, 1] and pin ∈ {0, 1} come from the caller.
+
+An unpinned event whose key is within ``duplicate_similarity`` of a stored key
+is rejected as a duplicate whatever S is.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from hei_nw_plugin.config import GateSettings
+from hei_nw_plugin.keyer import tokenize
+from hei_nw_plugin.types import GateComponents, WriteDecision
+
+
+@runtime_checkable
+class SurpriseScorer(Protocol):
+    """Anything that gives the mean token negative log-likelihood of a text."""
+
+    def nll(self, text: str) -> float:
+        """Mean NLL in nats per token."""
+        ...
+
+
+# Function words and chat boilerplate: tokens that carry no episode content.
+COMMON_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing done down during each few for from further had has have having he her here
+hers herself him himself his how i if in into is it its itself just let me more most my myself no nor not now of
+off on once only or other our ours ourselves out over own same she should so some such than that the their theirs
+them themselves then there these they this those through to too under until up very was we were what when where
+which while who whom why will with would you your yours yourself yourselves yes yeah yep ok okay sure thanks thank
+please hi hello hey bye goodbye great good nice cool fine well oh ah hmm um uh lol haha really right got get gets
+going go gonna wanna know think see say said tell told like just also maybe much many lot lots thing things stuff
+way day today tomorrow yesterday time again still even back make made take want need let's i'm you're it's that's
+don't can't won't didn't isn't there's what's how's i've i'll i'd sounds sound awesome glad sorry welcome morning
+evening night doing alright anyway actually probably definitely totally absolutely kind sort bit pretty quite
+""".split())
+
+
+class UnigramSurprise:
+    """Cheap surprise proxy in [0, 1], used when no language model is attached.
+
+    Each token scores 0.05 if it is a function word or chat boilerplate
+    (:data:`COMMON_WORDS`), 1.0 if it contains a digit, and otherwise its
+    surprisal under an online add-one unigram model of the namespace,
+    −log p(t) / log(V + N), so content the agent keeps hearing fades. The
+    event's surprise is the mean over its tokens. State lives in memory and
+    starts fresh on restart.
+    """
+
+    name = "unigram_proxy"
+
+    def __init__(self, *, vocab_floor: int = 5000) -> None:
+        self._counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self._totals: Counter[str] = Counter()
+        self._vocab_floor = vocab_floor
+        self._lock = threading.Lock()
+
+    def score(self, namespace: str, text: str, *, learn: bool = True) -> float:
+        """Surprise in [0, 1] of ``text`` given what ``namespace`` has seen."""
+        toks = tokenize(text)
+        if not toks:
+            return 0.0
+        with self._lock:
+            counts = self._counts[namespace]
+            total = self._totals[namespace]
+            denom = max(len(counts), self._vocab_floor) + total
+            norm = math.log(denom)
+            acc = 0.0
+            for t in toks:
+                if t in COMMON_WORDS:
+                    acc += 0.05
+                elif any(ch.isdigit() for ch in t):
+                    acc += 1.0
+                else:
+                    acc += min(1.0, -math.log((counts[t] + 1) / denom) / norm)
+            if learn:
+                counts.update(toks)
+                self._totals[namespace] += len(toks)
+        return acc / len(toks)
+
+
+@dataclass
+class GateTelemetry:
+    """Counters: tokens observed, decisions by reason, per namespace."""
+
+    tokens: Counter[str] = field(default_factory=Counter)
+    decisions: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def observe(self, namespace: str, tokens: int, reason: str) -> None:
+        self.tokens[namespace] += tokens
+        self.decisions[namespace][reason] += 1
+
+    def summary(self, namespace: str | None = None) -> dict[str, float | int | dict[str, int]]:
+        """accepted, rejected, by_reason, tokens and writes_per_1k_tokens (all namespaces when None)."""
+        if namespace is None:
+            tokens = sum(self.tokens.values())
+            by_reason: Counter[str] = Counter()
+            for c in self.decisions.values():
+                by_reason.update(c)
+        else:
+            tokens = self.tokens[namespace]
+            by_reason = Counter(self.decisions[namespace])
+        accepted = by_reason["pinned"] + by_reason["above_threshold"]
+        rejected = by_reason["below_threshold"] + by_reason["duplicate"]
+        return {
+            "accepted": accepted,
+            "rejected": rejected,
+            "by_reason": dict(by_reason),
+            "tokens": tokens,
+            "writes_per_1k_tokens": (1000.0 * accepted / tokens) if tokens else 0.0,
+        }
+
+
+class WriteGate:
+    """Scores events and decides; holds no storage of its own."""
+
+    def __init__(self, settings: GateSettings, *, surprise: SurpriseScorer | None = None) -> None:
+        self.settings = settings
+        self.model_surprise = surprise
+        self.proxy = UnigramSurprise()
+        self.telemetry = GateTelemetry()
+
+    def surprise(self, namespace: str, text: str) -> tuple[float, str]:
+        """(surprise in [0, 1], source name)."""
+        proxy = self.proxy.score(namespace, text)  # always learn, so a later detach finds it warm
+        if self.model_surprise is None:
+            return proxy, "unigram_proxy"
+        nll = float(self.model_surprise.nll(text))
+        if not math.isfinite(nll):
+            nll = self.settings.surprise_scale
+        return min(1.0, max(0.0, nll / self.settings.surprise_scale)), "model_nll"
+
+    def decide(
+        self, *, namespace: str, text: str, nearest_similarity: float | None, reward: float, pin: bool, tokens: int
+    ) -> WriteDecision:
+        """Score one event; ``nearest_similarity`` is the cosine to the closest stored key (None if none)."""
+        s = self.settings
+        surprise, source = self.surprise(namespace, text)
+        novelty = 1.0 if nearest_similarity is None else min(1.0, max(0.0, 1.0 - nearest_similarity))
+        comps = GateComponents(surprise=surprise, novelty=novelty, reward=reward, pin=1.0 if pin else 0.0, surprise_source=source)
+        score = s.alpha * surprise + s.beta * novelty + s.gamma * reward + s.delta * comps.pin
+        if pin:
+            reason = "pinned"
+        elif nearest_similarity is not None and nearest_similarity >= s.duplicate_similarity:
+            reason = "duplicate"
+        elif score >= s.tau:
+            reason = "above_threshold"
+        else:
+            reason = "below_threshold"
+        self.telemetry.observe(namespace, tokens, reason)
+        return WriteDecision(
+            accepted=reason in ("pinned", "above_threshold"), score=score, threshold=s.tau,
+            components=comps, reason=reason, namespace=namespace,
+        )

@@ -1,0 +1,183 @@
+"""Approximate nearest-neighbour index over the sparse keys (USearch HNSW).
+
+One HNSW graph per namespace, so a recall can never return another tenant's
+trace even before the store's own namespace check. The trace store is the
+source of truth: :meth:`USearchIndex.reconcile` adds what the store has and the
+index lacks and removes what the index has and the store lost, which is how a
+missing, corrupt or stale index file is repaired after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from hei_nw_plugin.config import IndexSettings
+
+log = logging.getLogger(__name__)
+
+
+class ANNIndex(Protocol):
+    """The index interface the engine relies on (keys are integer row ids)."""
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+    def remove(self, ids: Iterable[int]) -> None: ...
+    def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def __len__(self) -> int: ...
+
+
+class USearchIndex:
+    """A single HNSW graph (cosine metric) with save/load.
+
+    ``search`` returns (ids, similarities) with similarity = 1 − cosine distance.
+    """
+
+    def __init__(self, ndim: int, settings: IndexSettings, path: Path | None = None) -> None:
+        from usearch.index import Index
+
+        self.ndim = ndim
+        self.settings = settings
+        self.path = path
+        self._lock = threading.RLock()
+        self._dirty = 0
+        self.loaded_from_disk = False
+        self._index = Index(
+            ndim=ndim, metric="cos", dtype=settings.dtype, connectivity=settings.connectivity,
+            expansion_add=settings.expansion_add, expansion_search=settings.expansion_search,
+        )
+        if path is not None and path.exists():
+            self._try_load(path)
+
+    def _try_load(self, path: Path) -> None:
+        from usearch.index import Index
+
+        try:
+            loaded = Index.restore(str(path))
+        except Exception as err:  # usearch raises ValueError/RuntimeError on garbage
+            log.warning("index file %s unreadable (%s); it will be rebuilt from the store", path, err)
+            return
+        if loaded is None or loaded.ndim != self.ndim:
+            log.warning("index file %s does not match (ndim %s != %s); rebuilding", path, getattr(loaded, "ndim", None), self.ndim)
+            return
+        loaded.expansion_search = self.settings.expansion_search
+        self._index = loaded
+        self.loaded_from_disk = True
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return np.fromiter((int(k) for k in self._index.keys), dtype=np.uint64, count=len(self._index))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        with self._lock:
+            ids = np.asarray(ids, dtype=np.uint64)
+            present = np.asarray(self._index.contains(ids), dtype=bool).reshape(-1)
+            if present.any():  # re-adding replaces: usearch would otherwise keep duplicates
+                for i in ids[present]:
+                    self._index.remove(int(i))
+            self._index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), threads=1)
+            self._dirty += len(ids)
+            self._maybe_save()
+
+    def remove(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            for i in ids:
+                self._index.remove(int(i))
+                self._dirty += 1
+            self._maybe_save()
+
+    def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if len(self._index) == 0:
+                return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
+            m = self._index.search(np.ascontiguousarray(vector, dtype=np.float32), min(count, len(self._index)), threads=1)
+            keys = np.asarray(m.keys, dtype=np.uint64)
+            sims = 1.0 - np.asarray(m.distances, dtype=np.float32)
+            return keys, sims
+
+    def _maybe_save(self) -> None:
+        if self.path is not None and self._dirty >= self.settings.save_every:
+            self.save()
+
+    def save(self) -> None:
+        """Write the index atomically (temp file + rename) so a crash leaves the old file or the new one."""
+        if self.path is None:
+            return
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            self._index.save(str(tmp))
+            os.replace(tmp, self.path)
+            self._dirty = 0
+
+    def reconcile(self, store_ids: np.ndarray, load_keys: "KeyLoader") -> tuple[int, int]:
+        """Make the index hold exactly ``store_ids``; returns (added, removed)."""
+        with self._lock:
+            store_ids = np.asarray(store_ids, dtype=np.uint64)
+            have = self.ids()
+            extra = np.setdiff1d(have, store_ids, assume_unique=True)
+            missing = np.setdiff1d(store_ids, have, assume_unique=True)
+            for i in extra:
+                self._index.remove(int(i))
+            for start in range(0, len(missing), 4096):
+                chunk = missing[start : start + 4096]
+                vecs = load_keys([int(i) for i in chunk])
+                self._index.add(chunk, vecs, threads=1)
+            changed = len(extra) + len(missing)
+            if changed:
+                self._dirty += changed
+                self.save()
+            return len(missing), len(extra)
+
+
+class KeyLoader(Protocol):
+    def __call__(self, ids: list[int]) -> np.ndarray: ...
+
+
+class NamespacedIndex:
+    """One :class:`USearchIndex` per namespace, created lazily, files under ``folder``."""
+
+    def __init__(self, ndim: int, settings: IndexSettings, folder: Path | None) -> None:
+        self.ndim = ndim
+        self.settings = settings
+        self.folder = folder
+        self._graphs: dict[str, USearchIndex] = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, namespace: str) -> Path | None:
+        if self.folder is None:
+            return None
+        digest = hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:32]
+        return self.folder / f"{digest}.usearch"
+
+    def get(self, namespace: str) -> USearchIndex | None:
+        return self._graphs.get(namespace)
+
+    def open(self, namespace: str, store_ids: np.ndarray, load_keys: KeyLoader) -> USearchIndex:
+        """The namespace's graph, loaded from disk and reconciled with the store on first use."""
+        with self._lock:
+            graph = self._graphs.get(namespace)
+            if graph is None:
+                graph = USearchIndex(self.ndim, self.settings, self.path_for(namespace))
+                graph.reconcile(store_ids, load_keys)
+                self._graphs[namespace] = graph
+            return graph
+
+    def drop(self, namespace: str) -> None:
+        with self._lock:
+            self._graphs.pop(namespace, None)
+
+    def save_all(self) -> None:
+        for graph in list(self._graphs.values()):
+            graph.save()

@@ -1,0 +1,129 @@
+"""Dentate-gyrus keyer: episodes and cues become sparse, separated keys.
+
+Schema-agnostic: the feature vector is the text embedding concatenated with
+hashed features of whatever slots are present (``key=value`` and bare ``value``
+tokens, signed feature hashing), so no scenario needs its own code. A fixed,
+seeded Gaussian projection expands it to D dimensions and k-winners-take-all
+keeps the k largest activations (pattern separation); the result is
+L2-normalised so that cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hei_nw_plugin.config import KeyerSettings
+from hei_nw_plugin.embed import Embedder
+
+_TOKEN = re.compile(r"[\w']+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens."""
+    return _TOKEN.findall(text.lower())
+
+
+def _hash64(token: str, seed: int) -> int:
+    digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
+    return int.from_bytes(digest, "little")
+
+
+def hash_tokens(tokens: Iterable[str], out: np.ndarray, *, seed: int = 0, weight: float = 1.0) -> None:
+    """Add signed hashed counts of ``tokens`` into ``out`` (in place)."""
+    width = out.shape[0]
+    for tok in tokens:
+        h = _hash64(tok, seed)
+        out[h % width] += weight if (h >> 63) & 1 else -weight
+
+
+def slot_tokens(slots: Mapping[str, Any]) -> list[str]:
+    """Tokens for structured slots: ``key=value`` pairs plus bare values.
+
+    Bare values let a cue slot match an episode that put the same value under
+    another key (``who=alice`` vs ``speaker=alice``).
+    """
+    toks: list[str] = []
+    for key in sorted(slots):
+        value = str(slots[key]).strip().lower()
+        k = str(key).strip().lower()
+        toks.append(f"{k}={value}")
+        toks.append(f"v:{value}")
+    return toks
+
+
+class DGKeyer:
+    """Deterministic feature → expansion → k-WTA keyer.
+
+    ``featurize`` gives the dense feature vector (text embedding ⊕ slot hash);
+    ``key`` gives the sparse D-dimensional key. Both accept batches.
+    """
+
+    def __init__(self, settings: KeyerSettings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.feature_dim = embedder.dim + settings.slot_hash_dim
+        rng = np.random.default_rng(settings.seed)
+        # Fixed projection; never trained, so keys stay comparable across restarts.
+        self._proj = (rng.standard_normal((self.feature_dim, settings.dim)) / np.sqrt(self.feature_dim)).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return self.settings.dim
+
+    def featurize(self, texts: list[str], slots: list[Mapping[str, Any]]) -> np.ndarray:
+        """Dense features, shape (n, embedder.dim + slot_hash_dim), each block L2-normalised and weighted."""
+        n = len(texts)
+        emb = np.zeros((n, self.embedder.dim), dtype=np.float32)
+        nonempty = [i for i, t in enumerate(texts) if t.strip()]
+        if nonempty:
+            emb[nonempty] = self.embedder.embed([texts[i] for i in nonempty])
+        hashed = np.zeros((n, self.settings.slot_hash_dim), dtype=np.float32)
+        for i, s in enumerate(slots):
+            if s:
+                hash_tokens(slot_tokens(s), hashed[i], seed=self.settings.seed)
+                norm = float(np.linalg.norm(hashed[i]))
+                if norm > 0:
+                    hashed[i] /= norm
+        return np.concatenate([emb * self.settings.text_weight, hashed * self.settings.slot_weight], axis=1)
+
+    def sparsify(self, features: np.ndarray) -> np.ndarray:
+        """Random expansion then k-WTA; rows L2-normalised (all-zero rows stay zero)."""
+        z = features.astype(np.float32, copy=False) @ self._proj
+        k = self.settings.k
+        if k < z.shape[1]:
+            # Winners are the k largest activations; losers are silenced.
+            losers = np.argpartition(z, -k, axis=1)[:, :-k]
+            np.put_along_axis(z, losers, 0.0, axis=1)
+        z = np.maximum(z, 0.0) if k < z.shape[1] else z
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        np.divide(z, norms, out=z, where=norms > 0)
+        return z
+
+    def key(self, texts: list[str], slots: list[Mapping[str, Any]]) -> np.ndarray:
+        """Sparse keys, shape (n, D), float32."""
+        return self.sparsify(self.featurize(texts, slots))
+
+
+def pack_sparse(key: np.ndarray) -> bytes:
+    """Compact storage of a sparse key: uint16/uint32 indices then float16 values."""
+    idx = np.flatnonzero(key)
+    itype = np.uint16 if key.shape[0] <= 65536 else np.uint32
+    header = np.array([key.shape[0], idx.size], dtype=np.uint32).tobytes()
+    return header + idx.astype(itype).tobytes() + key[idx].astype(np.float16).tobytes()
+
+
+def unpack_sparse(blob: bytes) -> np.ndarray:
+    """Inverse of :func:`pack_sparse` (values come back as float32)."""
+    dim, nnz = np.frombuffer(blob[:8], dtype=np.uint32)
+    itype = np.uint16 if dim <= 65536 else np.uint32
+    isz = np.dtype(itype).itemsize
+    idx = np.frombuffer(blob[8 : 8 + nnz * isz], dtype=itype)
+    vals = np.frombuffer(blob[8 + nnz * isz : 8 + nnz * isz + nnz * 2], dtype=np.float16)
+    out = np.zeros(int(dim), dtype=np.float32)
+    out[idx.astype(np.int64)] = vals.astype(np.float32)
+    return out

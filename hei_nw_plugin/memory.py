@@ -1,0 +1,534 @@
+"""HEIMemory: the one object an agent talks to.
+
+write(event) → gate → encrypted, signed trace in the store → key in the
+namespace's HNSW graph. recall(cue) → DG key → ANN candidates → Hopfield
+completion → ranked traces → packed memory tokens, with a timing breakdown.
+The store is the source of truth; the index is rebuilt or caught up from it.
+Async twins run the same sync code in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from hei_nw_plugin.config import HeiNwSettings
+from hei_nw_plugin.embed import Embedder, default_embedder
+from hei_nw_plugin.errors import (
+    ConfigError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, UnknownNamespaceError,
+)
+from hei_nw_plugin.gate import SurpriseScorer, WriteGate
+from hei_nw_plugin.hopfield import HopfieldCompleter
+from hei_nw_plugin.index import NamespacedIndex, USearchIndex
+from hei_nw_plugin.keyer import DGKeyer, pack_sparse
+from hei_nw_plugin.pack import Packer, TokenCounter, redact
+from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
+from hei_nw_plugin.store.keys import KeyProvider
+from hei_nw_plugin.types import (
+    DEFAULT_NAMESPACE, Cue, MemoryEvent, MemoryTokens, RecalledTrace, RecallResult, Trace, WriteDecision,
+)
+
+
+class VerifyReport(BaseModel):
+    """Outcome of :meth:`HEIMemory.verify`."""
+
+    ok: bool
+    records_checked: int
+    live_traces: int
+    problems: list[dict[str, Any]] = Field(description="One entry per tampered, missing or unexpected item.")
+
+
+class MemoryStats(BaseModel):
+    """Counters for one namespace or all of them."""
+
+    namespace: str | None
+    traces: int
+    namespaces: int
+    index_size: int
+    replay_queue: int
+    gate: dict[str, Any]
+    recall_p50_ms: float | None
+    recall_p95_ms: float | None
+
+
+class HEIMemory:
+    """Episodic memory for one or many tenants; every call is scoped by ``namespace``."""
+
+    def __init__(
+        self,
+        settings: HeiNwSettings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        surprise: SurpriseScorer | None = None,
+        token_counter: TokenCounter | None = None,
+        key_provider: KeyProvider | None = None,
+        persist_index: bool = True,
+    ) -> None:
+        self.settings = settings or HeiNwSettings()
+        s = self.settings
+        self.embedder = embedder or default_embedder(
+            name=s.embedder.name, path=s.embedder.path, batch_size=s.embedder.batch_size, cache_size=s.embedder.cache_size)
+        self.keyer = DGKeyer(s.keyer, self.embedder)
+        self.gate = WriteGate(s.gate, surprise=surprise)
+        self.hopfield = HopfieldCompleter(beta=s.hopfield.beta, steps=s.hopfield.steps, mix=s.hopfield.mix)
+        self.packer = Packer(s.pack, token_counter=token_counter)
+        self.keys = key_provider or LocalKeyFile(s.key_file_path)
+        self.store = SQLTraceStore(s.sqlalchemy_url, self.keys, pool_size=s.store.pool_size)
+        index_dir = (s.store.data_dir / "index" / _url_tag(s.sqlalchemy_url)) if persist_index else None
+        self.index = NamespacedIndex(s.keyer.dim, s.index, index_dir)
+        self._pending_touch: dict[int, tuple[int, float]] = {}
+        self._touch_lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=2048)
+        self._write_lock = threading.RLock()
+
+    @classmethod
+    def open(cls, data_dir: str | Path, **kwargs: Any) -> HEIMemory:
+        """Memory with SQLite, index and key file under ``data_dir`` and default settings otherwise."""
+        return cls(HeiNwSettings.build(store={"data_dir": Path(data_dir)}), **kwargs)
+
+    def attach_surprise(self, scorer: SurpriseScorer | None) -> None:
+        """Use a language model's token NLL for the gate's surprise (None: back to the proxy)."""
+        self.gate.model_surprise = scorer
+
+    def set_token_counter(self, counter: TokenCounter | None) -> None:
+        """Count memory tokens with the model's tokenizer."""
+        self.packer = Packer(self.settings.pack, token_counter=counter)
+
+    # ---------------------------------------------------------------- validation
+    def _ns(self, namespace: str) -> str:
+        if not isinstance(namespace, str):
+            raise InvalidNamespaceError(f"namespace must be a string, got {type(namespace).__name__}")
+        if not namespace or len(namespace) > self.settings.limits.max_namespace_chars:
+            raise InvalidNamespaceError(
+                f"namespace must be 1..{self.settings.limits.max_namespace_chars} characters, got {len(namespace)}")
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in namespace):
+            raise InvalidNamespaceError("namespace must not contain control characters")
+        return namespace
+
+    def _event(self, event: MemoryEvent | str | Mapping[str, Any]) -> MemoryEvent:
+        lim = self.settings.limits
+        try:
+            if isinstance(event, MemoryEvent):
+                ev = event
+            elif isinstance(event, str):
+                ev = MemoryEvent(text=event)
+            elif isinstance(event, Mapping):
+                ev = MemoryEvent.model_validate(dict(event))
+            else:
+                raise InvalidEventError(f"event must be a MemoryEvent, str or mapping, got {type(event).__name__}")
+        except ValidationError as err:
+            raise InvalidEventError(f"invalid event: {_pydantic_msg(err)}") from err
+        if not ev.text.strip():
+            raise InvalidEventError("event text is empty")
+        if len(ev.text) > lim.max_text_chars:
+            raise PayloadTooLargeError(f"event text has {len(ev.text)} characters; the limit is {lim.max_text_chars}")
+        self._check_slots(ev.slots)
+        try:
+            meta_size = len(json.dumps(ev.metadata, allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise InvalidEventError(f"event metadata must be JSON-serialisable: {err}") from err
+        if meta_size > 4 * lim.max_text_chars:
+            raise PayloadTooLargeError(f"event metadata is {meta_size} bytes as JSON; the limit is {4 * lim.max_text_chars}")
+        if "\x00" in ev.text:
+            raise InvalidEventError("event text must not contain NUL characters")
+        return ev
+
+    def _check_slots(self, slots: Mapping[str, Any]) -> None:
+        lim = self.settings.limits
+        if len(slots) > lim.max_slots:
+            raise PayloadTooLargeError(f"{len(slots)} slots; the limit is {lim.max_slots}")
+        for k, v in slots.items():
+            if not k.strip():
+                raise InvalidEventError("slot names must not be empty")
+            if len(k) > lim.max_slot_chars or len(str(v)) > lim.max_slot_chars:
+                raise PayloadTooLargeError(f"slot {k[:40]!r} is longer than {lim.max_slot_chars} characters")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InvalidEventError(f"slot {k!r} must be a finite number")
+
+    def _cue(self, cue: Cue | str | Mapping[str, Any]) -> Cue:
+        try:
+            if isinstance(cue, Cue):
+                c = cue
+            elif isinstance(cue, str):
+                c = Cue(text=cue)
+            elif isinstance(cue, Mapping):
+                c = Cue.model_validate(dict(cue))
+            else:
+                raise InvalidEventError(f"cue must be a Cue, str or mapping, got {type(cue).__name__}")
+        except ValidationError as err:
+            raise InvalidEventError(f"invalid cue: {_pydantic_msg(err)}") from err
+        if not c.text.strip() and not c.slots:
+            raise InvalidEventError("cue is empty: give text or at least one slot")
+        if len(c.text) > self.settings.limits.max_text_chars:
+            raise PayloadTooLargeError(f"cue has {len(c.text)} characters; the limit is {self.settings.limits.max_text_chars}")
+        self._check_slots(c.slots)
+        return c
+
+    def _graph(self, namespace: str) -> USearchIndex:
+        graph = self.index.get(namespace)
+        if graph is None:
+            graph = self.index.open(namespace, self.store.seqs(namespace), self.store.key_vectors)
+        return graph
+
+    def _redact(self, text: str) -> str:
+        p = self.settings.pack
+        return redact(text, p.pii_kinds) if p.redact_pii else text
+
+    # --------------------------------------------------------------------- write
+    def write(self, event: MemoryEvent | str | Mapping[str, Any], *, namespace: str = DEFAULT_NAMESPACE) -> WriteDecision:
+        """Offer one event to the gate; stores it when accepted. See :meth:`write_many`."""
+        return self.write_many([event], namespace=namespace)[0]
+
+    def write_many(self, events: Sequence[MemoryEvent | str | Mapping[str, Any]], *, namespace: str = DEFAULT_NAMESPACE) -> list[WriteDecision]:
+        """Gate and store a batch in one transaction.
+
+        Every event is validated before anything is written, so one bad event
+        rejects the whole batch and changes nothing.
+        """
+        ns = self._ns(namespace)
+        if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
+            raise InvalidEventError("write_many takes a list of events")
+        evs = [self._event(e) for e in events]
+        if not evs:
+            return []
+        texts = [self._redact(e.text) for e in evs]
+        slots = [{k: (self._redact(v) if isinstance(v, str) else v) for k, v in e.slots.items()} for e in evs]
+        keys = self.keyer.key(texts, slots)
+        with self._write_lock:
+            graph = self._graph(ns)
+            decisions: list[WriteDecision] = []
+            rows: list[NewTrace] = []
+            row_keys: list[np.ndarray] = []
+            now = time.time()
+            for ev, text, sl, key in zip(evs, texts, slots, keys, strict=True):
+                nearest = self._nearest(graph, key, row_keys)
+                decision = self.gate.decide(
+                    namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
+                    tokens=ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text))
+                if decision.accepted:
+                    created = _ts(ev.timestamp) if ev.timestamp else now
+                    ttl = ev.ttl_s or self.settings.decay.ttl_s
+                    row = NewTrace(
+                        namespace=ns, text=text, slots=sl, metadata=ev.metadata, source=ev.source,
+                        key_blob=pack_sparse(key), created_at=created,
+                        expires_at=None if (ev.pin or ttl is None) else created + ttl,
+                        pinned=ev.pin, gate_score=decision.score, ext_key=ev.key,
+                        gate={"score": round(decision.score, 6), "reason": decision.reason, "tau": decision.threshold,
+                              "components": decision.components.model_dump()},
+                    )
+                    decision.trace_id = row.id
+                    rows.append(row)
+                    row_keys.append(key)
+                decisions.append(decision)
+            if rows:
+                refs = self.store.insert(rows)
+                replaced = [r.replaced_seq for r in refs if r.replaced_seq is not None]
+                if replaced:
+                    graph.remove(replaced)
+                graph.add(np.array([r.seq for r in refs], dtype=np.uint64), np.stack(row_keys))
+                if self.settings.decay.capacity is not None:
+                    self._evict_capacity(ns)
+        return decisions
+
+    def _nearest(self, graph: USearchIndex, key: np.ndarray, batch_keys: list[np.ndarray]) -> float | None:
+        best: float | None = None
+        if len(graph):
+            _, sims = graph.search(key, 1)
+            if len(sims):
+                best = float(sims[0])
+        if batch_keys:
+            b = float(np.max(np.stack(batch_keys) @ key))
+            best = b if best is None else max(best, b)
+        return best
+
+    # -------------------------------------------------------------------- recall
+    def recall(
+        self, cue: Cue | str | Mapping[str, Any], k: int = 5, *, namespace: str = DEFAULT_NAMESPACE,
+        where: Mapping[str, Any] | None = None, max_tokens: int | None = None,
+    ) -> RecallResult:
+        """The ``k`` traces best matching a partial cue, ranked, plus packed memory tokens.
+
+        ``where`` keeps only traces whose slots or metadata equal every given value.
+        Timings are in milliseconds. A namespace never written to recalls nothing.
+        """
+        t0 = time.perf_counter()
+        ns = self._ns(namespace)
+        c = self._cue(cue)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.limits.max_k:
+            raise InvalidEventError(f"k must be an integer in 1..{self.settings.limits.max_k}, got {k!r}")
+        timings: dict[str, float] = {}
+        key = self.keyer.key([c.text], [c.slots])[0]
+        t1 = time.perf_counter()
+        timings["embed"] = (t1 - t0) * 1000
+        graph = self._graph(ns)
+        n_cand = max(self.settings.index.candidates, k * (4 if where else 1))
+        seqs, sims = graph.search(key, n_cand)
+        t2 = time.perf_counter()
+        timings["ann"] = (t2 - t1) * 1000
+        found, stored_keys, _errors = self.store.fetch(ns, [int(s) for s in seqs])
+        order = [i for i, s in enumerate(seqs) if int(s) in found]  # drop stale or tampered ids
+        if where:
+            order = [i for i in order if _matches(found[int(seqs[i])], where)]
+        t3 = time.perf_counter()
+        timings["fetch"] = (t3 - t2) * 1000
+        recalled: list[RecalledTrace] = []
+        if order:
+            X = np.stack([stored_keys[int(seqs[i])] for i in order])
+            if self.settings.hopfield.enabled:
+                comp = self.hopfield.complete(key, X)
+                ranked, scores, weights = comp.order, comp.scores, comp.weights
+            else:
+                scores = X @ key
+                ranked = np.argsort(-scores, kind="stable")
+                weights = np.zeros_like(scores)
+            cue_sims = X @ key
+            for j in ranked[:k]:
+                seq = int(seqs[order[j]])
+                recalled.append(RecalledTrace(trace=found[seq], score=float(scores[j]),
+                                              ann_similarity=float(cue_sims[j]), hopfield_weight=float(weights[j])))
+        t4 = time.perf_counter()
+        timings["hopfield"] = (t4 - t3) * 1000
+        tokens = self.packer.pack([r.trace for r in recalled], max_tokens=max_tokens) if recalled else \
+            MemoryTokens(text="", n_tokens=0, trace_ids=[], truncated=False)
+        t5 = time.perf_counter()
+        timings["pack"] = (t5 - t4) * 1000
+        timings["total"] = (t5 - t0) * 1000
+        self._latencies.append(timings["total"])
+        self._note_recalled([int(seqs[order[j]]) for j in (ranked[:k] if order else [])])
+        return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
+
+    def _note_recalled(self, seqs: list[int]) -> None:
+        now = time.time()
+        with self._touch_lock:
+            for s in seqs:
+                n, _ = self._pending_touch.get(s, (0, now))
+                self._pending_touch[s] = (n + 1, now)
+            flush = len(self._pending_touch) >= 256
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending recall counts and save index files."""
+        with self._touch_lock:
+            pending, self._pending_touch = self._pending_touch, {}
+        self.store.touch(pending)
+
+    # ---------------------------------------------------------------- lifecycle
+    def _require_ns(self, namespace: str) -> str:
+        ns = self._ns(namespace)
+        if not self.store.has_namespace(ns):
+            raise UnknownNamespaceError(f"namespace {ns!r} has never been written to")
+        return ns
+
+    def get(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace:
+        """One trace by id (TraceNotFoundError if it is not in this namespace)."""
+        return self.store.get(self._require_ns(namespace), _tid(trace_id))
+
+    def get_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace | None:
+        """The trace written with caller key ``key``, or None."""
+        if not isinstance(key, str) or not key:
+            raise InvalidEventError("key must be a non-empty string")
+        return self.store.get_by_key(self._ns(namespace), key)
+
+    def list_traces(self, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 100, offset: int = 0,
+                    where: Mapping[str, Any] | None = None) -> list[Trace]:
+        """Traces in write order (oldest first), optionally filtered on slots/metadata."""
+        if limit < 0 or offset < 0:
+            raise InvalidEventError("limit and offset must be >= 0")
+        out = self.store.list(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
+        if where:
+            out = [t for t in out if _matches(t, where)][offset: offset + limit]
+        return out
+
+    def delete(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Delete a trace from store, index and replay queue; its data key is destroyed."""
+        ns = self._require_ns(namespace)
+        with self._write_lock:
+            seq = self.store.delete(ns, _tid(trace_id))
+            self._graph(ns).remove([seq])
+
+    def delete_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Delete the trace written with ``key``; False when there is none."""
+        t = self.get_by_key(key, namespace=namespace)
+        if t is None:
+            return False
+        self.delete(t.id, namespace=namespace)
+        return True
+
+    def pin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Protect a trace from decay and eviction."""
+        self.store.set_pinned(self._require_ns(namespace), _tid(trace_id), True)
+
+    def unpin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Make a pinned trace evictable again."""
+        self.store.set_pinned(self._require_ns(namespace), _tid(trace_id), False)
+
+    def retention_score(self, gate_score: float, age_s: float, recall_count: int) -> float:
+        """Eviction order, lowest first: gate_score · 2^(−age/half_life) + 0.1 · ln(1 + recalls)."""
+        return gate_score * 2.0 ** (-age_s / self.settings.decay.half_life_s) + 0.1 * math.log1p(recall_count)
+
+    def evict(self, *, namespace: str | None = None, now: float | None = None) -> list[str]:
+        """Drop expired traces, then the lowest-retention ones over capacity; pinned ones never. Returns ids."""
+        now = time.time() if now is None else now
+        self.flush()
+        spaces = [self._ns(namespace)] if namespace is not None else self.store.namespaces()
+        gone: list[str] = []
+        with self._write_lock:
+            for ns in spaces:
+                expired = self.store.expired(ns, now)
+                self.store.delete_many(ns, expired, reason="expired")
+                self._graph(ns).remove([s for s, _ in expired])
+                gone += [t for _, t in expired]
+                gone += self._evict_capacity(ns, now=now)
+        return gone
+
+    def _evict_capacity(self, ns: str, *, now: float | None = None) -> list[str]:
+        cap = self.settings.decay.capacity
+        if cap is None or self.store.count(ns) <= cap:
+            return []
+        now = time.time() if now is None else now
+        rows = self.store.retention_rows(ns)
+        excess = self.store.count(ns) - cap
+        rows.sort(key=lambda r: (self.retention_score(r.gate_score, now - r.created_at, r.recall_count), r.seq))
+        victims = [(int(r.seq), r.id) for r in rows[:excess]]
+        self.store.delete_many(ns, victims, reason="evicted")
+        self._graph(ns).remove([s for s, _ in victims])
+        return [t for _, t in victims]
+
+    def verify(self, *, namespace: str | None = None, deep: bool = True) -> VerifyReport:
+        """Check signatures, the hash chain and every live row; names each problem."""
+        if namespace is not None:
+            self._ns(namespace)
+        checked, problems = self.store.verify(namespace=namespace, deep=deep)
+        return VerifyReport(ok=not problems, records_checked=checked, live_traces=self.store.count(namespace),
+                            problems=[p.__dict__ for p in problems])
+
+    def rotate_keys(self) -> int:
+        """Re-wrap every data key under a new key-encryption key; returns how many were re-wrapped."""
+        with self._write_lock:
+            _, n = self.store.rotate()
+        return n
+
+    def namespaces(self) -> list[str]:
+        """Every namespace that has ever been written to."""
+        return self.store.namespaces()
+
+    def stats(self, *, namespace: str | None = None) -> MemoryStats:
+        """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
+        ns = self._require_ns(namespace) if namespace is not None else None
+        lat = np.array(self._latencies) if self._latencies else None
+        graph = self.index.get(ns) if ns else None
+        return MemoryStats(
+            namespace=ns, traces=self.store.count(ns), namespaces=len(self.store.namespaces()),
+            index_size=len(graph) if graph else sum(len(g) for g in self.index._graphs.values()),
+            replay_queue=len(self.store.replay_rows(ns)), gate=self.gate.telemetry.summary(ns),
+            recall_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
+            recall_p95_ms=float(np.percentile(lat, 95)) if lat is not None else None,
+        )
+
+    def close(self) -> None:
+        """Flush recall counts, save index files, release connections."""
+        self.flush()
+        self.index.save_all()
+        self.store.close()
+
+    def __enter__(self) -> HEIMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- async twins
+    async def awrite(self, event: MemoryEvent | str | Mapping[str, Any], *, namespace: str = DEFAULT_NAMESPACE) -> WriteDecision:
+        return await asyncio.to_thread(self.write, event, namespace=namespace)
+
+    async def awrite_many(self, events: Sequence[MemoryEvent | str | Mapping[str, Any]], *, namespace: str = DEFAULT_NAMESPACE) -> list[WriteDecision]:
+        return await asyncio.to_thread(self.write_many, events, namespace=namespace)
+
+    async def arecall(self, cue: Cue | str | Mapping[str, Any], k: int = 5, *, namespace: str = DEFAULT_NAMESPACE,
+                      where: Mapping[str, Any] | None = None, max_tokens: int | None = None) -> RecallResult:
+        return await asyncio.to_thread(self.recall, cue, k, namespace=namespace, where=where, max_tokens=max_tokens)
+
+    async def aget(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace:
+        return await asyncio.to_thread(self.get, trace_id, namespace=namespace)
+
+    async def aget_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace | None:
+        return await asyncio.to_thread(self.get_by_key, key, namespace=namespace)
+
+    async def alist_traces(self, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 100, offset: int = 0,
+                           where: Mapping[str, Any] | None = None) -> list[Trace]:
+        return await asyncio.to_thread(self.list_traces, namespace=namespace, limit=limit, offset=offset, where=where)
+
+    async def adelete(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        await asyncio.to_thread(self.delete, trace_id, namespace=namespace)
+
+    async def adelete_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        return await asyncio.to_thread(self.delete_by_key, key, namespace=namespace)
+
+    async def apin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        await asyncio.to_thread(self.pin, trace_id, namespace=namespace)
+
+    async def aunpin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        await asyncio.to_thread(self.unpin, trace_id, namespace=namespace)
+
+    async def aevict(self, *, namespace: str | None = None, now: float | None = None) -> list[str]:
+        return await asyncio.to_thread(self.evict, namespace=namespace, now=now)
+
+    async def averify(self, *, namespace: str | None = None, deep: bool = True) -> VerifyReport:
+        return await asyncio.to_thread(self.verify, namespace=namespace, deep=deep)
+
+    async def astats(self, *, namespace: str | None = None) -> MemoryStats:
+        return await asyncio.to_thread(self.stats, namespace=namespace)
+
+    async def anamespaces(self) -> list[str]:
+        return await asyncio.to_thread(self.namespaces)
+
+
+def _matches(trace: Trace, where: Mapping[str, Any]) -> bool:
+    for k, v in where.items():
+        have = trace.slots.get(k, trace.metadata.get(k, _MISSING))
+        if have is _MISSING or have != v:
+            return False
+    return True
+
+
+_MISSING = object()
+
+
+def _tid(trace_id: Any) -> str:
+    if not isinstance(trace_id, str) or not trace_id or len(trace_id) > 64:
+        raise InvalidEventError(f"trace id must be a non-empty string of at most 64 characters, got {trace_id!r}")
+    return trace_id
+
+
+def _ts(when: datetime) -> float:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _url_tag(url: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def _pydantic_msg(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ())) or "event"
+        parts.append(f"{loc}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+__all__ = ["HEIMemory", "MemoryStats", "VerifyReport", "ConfigError", "Callable"]

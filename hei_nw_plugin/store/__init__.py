@@ -1,0 +1,6 @@
+"""Trace store: encrypted, signed, pointer-only traces (SQLAlchemy 2)."""
+
+from hei_nw_plugin.store.keys import KeyProvider, LocalKeyFile
+from hei_nw_plugin.store.sql import NewTrace, SQLTraceStore, StoredRef, VerifyProblem
+
+__all__ = ["KeyProvider", "LocalKeyFile", "NewTrace", "SQLTraceStore", "StoredRef", "VerifyProblem"]

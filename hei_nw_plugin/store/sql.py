@@ -1,0 +1,471 @@
+"""The trace store on SQLAlchemy 2: SQLite by default, PostgreSQL by URL.
+
+Every mutation runs in one transaction that also appends its signed
+provenance record and moves the chain head, so a crash leaves either the whole
+change or none of it. SQLite runs in WAL mode with ``synchronous=FULL`` and
+``secure_delete=ON`` (deleted data keys are overwritten, not left in free
+pages) and takes the write lock at BEGIN so concurrent processes serialise.
+On PostgreSQL the chain head row is locked ``FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from hei_nw_plugin.errors import DecryptionError, StoreUnavailableError, TraceNotFoundError
+from hei_nw_plugin.keyer import unpack_sparse
+from hei_nw_plugin.store import crypto
+from hei_nw_plugin.store.keys import KeyProvider
+from hei_nw_plugin.store.schema import meta, metadata, provenance, replay_queue, trace_keys, traces
+from hei_nw_plugin.types import SourcePointer, Trace
+
+GENESIS = "0" * 64
+
+
+@dataclass
+class NewTrace:
+    """A trace about to be stored (plaintext side)."""
+
+    namespace: str
+    text: str
+    slots: dict[str, Any]
+    metadata: dict[str, Any]
+    source: SourcePointer
+    key_blob: bytes
+    created_at: float
+    expires_at: float | None
+    pinned: bool
+    gate_score: float
+    gate: dict[str, Any]
+    ext_key: str | None = None
+    id: str = field(default_factory=lambda: new_trace_id())
+
+
+def new_trace_id() -> str:
+    """Time-ordered id: 12 hex digits of ms since epoch + 16 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+@dataclass
+class StoredRef:
+    seq: int
+    id: str
+    replaced_seq: int | None = None
+
+
+@dataclass
+class VerifyProblem:
+    kind: str  # bad_signature, bad_hash, broken_chain, missing_row, unexpected_row, tampered_row, head_mismatch, pin_mismatch
+    detail: str
+    provenance_seq: int | None = None
+    trace_id: str | None = None
+
+
+def _aad(namespace: str, trace_id: str, key_blob: bytes, created_at: float, ext_key: str | None) -> bytes:
+    return crypto.canonical({"ns": namespace, "id": trace_id, "key": crypto.sha256_hex(key_blob), "t": repr(created_at), "ext": ext_key})
+
+
+class SQLTraceStore:
+    """SQLAlchemy implementation of the trace store."""
+
+    def __init__(self, url: str, keys: KeyProvider, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.keys = keys
+        self.is_sqlite = url.startswith("sqlite")
+        self._lock = threading.RLock()
+        try:
+            if self.is_sqlite:
+                path = url.split("///", 1)[-1]
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+                _sqlite_pragmas(self.engine)
+            else:
+                self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+            metadata.create_all(self.engine)
+            with self._tx() as conn:
+                if conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).first() is None:
+                    conn.execute(insert(meta).values(name="chain_head", value=GENESIS))
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"trace store at {_redact_url(url)} is unavailable: {err.__class__.__name__}: {err}") from err
+
+    # ----------------------------------------------------------------- plumbing
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self._lock, self.engine.begin() as conn:
+                yield conn
+        except OperationalError as err:
+            raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect().execution_options(hei_read=True) as conn:
+                yield conn
+        except OperationalError as err:
+            raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _append(self, conn: Connection, namespace: str, event_name: str, trace_id: str | None, body: dict[str, Any]) -> str:
+        """Append one signed provenance record and move the chain head (inside ``conn``'s transaction)."""
+        head_q = select(meta.c.value).where(meta.c.name == "chain_head")
+        if not self.is_sqlite:
+            head_q = head_q.with_for_update()
+        prev = conn.execute(head_q).scalar_one()
+        signer_id, sk = self.keys.signer()
+        record = {"v": 1, "event": event_name, "ns": namespace, "trace_id": trace_id, "at": time.time(), "prev": prev, "signer": signer_id, **body}
+        raw = crypto.canonical(record)
+        rhash = crypto.sha256_hex(raw)
+        conn.execute(insert(provenance).values(
+            namespace=namespace, event=event_name, trace_id=trace_id, record=raw.decode("ascii"),
+            record_hash=rhash, prev_hash=prev, signer_id=signer_id, signature=sk.sign(bytes.fromhex(rhash)),
+        ))
+        conn.execute(update(meta).where(meta.c.name == "chain_head").values(value=rhash))
+        return rhash
+
+    # ------------------------------------------------------------------- writes
+    def insert(self, rows: Sequence[NewTrace], *, priority: Sequence[float] | None = None) -> list[StoredRef]:
+        """Store traces; a row whose ``ext_key`` exists replaces the old trace (logged as a delete)."""
+        kek_id = self.keys.current_kek_id()
+        kek = self.keys.kek(kek_id)
+        refs: list[StoredRef] = []
+        with self._tx() as conn:
+            for i, row in enumerate(rows):
+                replaced = None
+                if row.ext_key is not None:
+                    old = conn.execute(select(traces.c.seq, traces.c.id).where(
+                        traces.c.namespace == row.namespace, traces.c.ext_key == row.ext_key)).first()
+                    if old is not None:
+                        self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
+                        replaced = int(old.seq)
+                payload = crypto.canonical({"text": row.text, "slots": row.slots, "metadata": row.metadata,
+                                            "source": row.source.model_dump(exclude_none=True)})
+                aad = _aad(row.namespace, row.id, row.key_blob, row.created_at, row.ext_key)
+                blob, wrapped = crypto.seal(payload, aad, kek)
+                seq = conn.execute(insert(traces).values(
+                    id=row.id, namespace=row.namespace, ext_key=row.ext_key, key_blob=row.key_blob, payload=blob,
+                    created_at=row.created_at, expires_at=row.expires_at, pinned=row.pinned,
+                    gate_score=row.gate_score, recall_count=0,
+                ).returning(traces.c.seq)).scalar_one()
+                conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
+                conn.execute(insert(replay_queue).values(
+                    trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at,
+                    priority=priority[i] if priority is not None else row.gate_score, replay_count=0))
+                self._append(conn, row.namespace, "write", row.id, {
+                    "content_hash": crypto.sha256_hex(blob, row.key_blob), "source": row.source.model_dump(exclude_none=True),
+                    "gate": row.gate, "created_at": repr(row.created_at), "pinned": row.pinned, "ext_key": row.ext_key,
+                })
+                refs.append(StoredRef(seq=int(seq), id=row.id, replaced_seq=replaced))
+        return refs
+
+    def _delete_rows(self, conn: Connection, namespace: str, rows: Iterable[tuple[int, str]], *, reason: str) -> None:
+        for seq, tid in rows:
+            # Data key first: once it is gone the ciphertext is noise, whatever else survives.
+            conn.execute(delete(trace_keys).where(trace_keys.c.trace_seq == seq))
+            conn.execute(delete(replay_queue).where(replay_queue.c.trace_seq == seq))
+            conn.execute(delete(traces).where(traces.c.seq == seq))
+            self._append(conn, namespace, "delete", tid, {"reason": reason})
+
+    def delete(self, namespace: str, trace_id: str, *, reason: str = "delete") -> int:
+        """Delete one trace (payload shredded); returns its seq. Raises TraceNotFoundError."""
+        with self._tx() as conn:
+            row = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).first()
+            if row is None:
+                raise TraceNotFoundError(f"no trace {trace_id!r} in namespace {namespace!r}")
+            self._delete_rows(conn, namespace, [(int(row.seq), trace_id)], reason=reason)
+        if self.is_sqlite:
+            self._checkpoint()
+        return int(row.seq)
+
+    def delete_many(self, namespace: str, rows: Sequence[tuple[int, str]], *, reason: str) -> None:
+        if not rows:
+            return
+        with self._tx() as conn:
+            self._delete_rows(conn, namespace, rows, reason=reason)
+        if self.is_sqlite:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the database so shredded keys leave no copy in the log file."""
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except SQLAlchemyError:
+            pass  # busy readers: the next checkpoint catches up
+
+    def set_pinned(self, namespace: str, trace_id: str, pinned: bool) -> int:
+        with self._tx() as conn:
+            row = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).first()
+            if row is None:
+                raise TraceNotFoundError(f"no trace {trace_id!r} in namespace {namespace!r}")
+            conn.execute(update(traces).where(traces.c.seq == row.seq).values(pinned=pinned))
+            self._append(conn, namespace, "pin" if pinned else "unpin", trace_id, {})
+            return int(row.seq)
+
+    def log_event(self, namespace: str, event_name: str, body: dict[str, Any]) -> str:
+        """Append a non-trace provenance event (key rotation, consolidation lineage, …)."""
+        with self._tx() as conn:
+            return self._append(conn, namespace, event_name, None, body)
+
+    def touch(self, counts: dict[int, tuple[int, float]]) -> None:
+        """Add recall counts: {seq: (count, last_recalled_at)}."""
+        if not counts:
+            return
+        with self._tx() as conn:
+            for seq, (n, at) in counts.items():
+                conn.execute(update(traces).where(traces.c.seq == seq).values(
+                    recall_count=traces.c.recall_count + n, last_recalled_at=at))
+
+    def rotate(self) -> tuple[str, int]:
+        """New current KEK, every DEK re-wrapped in one transaction, old KEKs retired; returns (kek_id, rewrapped)."""
+        old_ids = set()
+        new_id = self.keys.new_kek()
+        new_kek = self.keys.kek(new_id)
+        n = 0
+        with self._tx() as conn:
+            rows = conn.execute(select(
+                trace_keys.c.trace_seq, trace_keys.c.kek_id, trace_keys.c.wrapped_dek, traces.c.namespace, traces.c.id,
+                traces.c.key_blob, traces.c.created_at, traces.c.ext_key,
+            ).join(traces, traces.c.seq == trace_keys.c.trace_seq)).all()
+            for r in rows:
+                aad = _aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
+                dek = crypto.unwrap(r.wrapped_dek, aad, self.keys.kek(r.kek_id))
+                conn.execute(update(trace_keys).where(trace_keys.c.trace_seq == r.trace_seq).values(
+                    kek_id=new_id, wrapped_dek=crypto.wrap(dek, aad, new_kek)))
+                old_ids.add(r.kek_id)
+                n += 1
+            self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n})
+        for kid in old_ids - {new_id}:
+            self.keys.retire_kek(kid)
+        return new_id, n
+
+    # -------------------------------------------------------------------- reads
+    def namespaces(self) -> list[str]:
+        with self._read() as conn:
+            seen = conn.execute(select(provenance.c.namespace).where(provenance.c.event == "write").distinct()).scalars().all()
+        return sorted(seen)
+
+    def has_namespace(self, namespace: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(select(provenance.c.seq).where(provenance.c.namespace == namespace).limit(1)).first() is not None
+
+    def seqs(self, namespace: str) -> np.ndarray:
+        with self._read() as conn:
+            ids = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace)).scalars().all()
+        return np.asarray(ids, dtype=np.uint64)
+
+    def count(self, namespace: str | None = None) -> int:
+        q = select(func.count()).select_from(traces)
+        if namespace is not None:
+            q = q.where(traces.c.namespace == namespace)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def key_vectors(self, seqs: list[int]) -> np.ndarray:
+        """Dense keys for ``seqs`` in the given order."""
+        with self._read() as conn:
+            rows = dict(conn.execute(select(traces.c.seq, traces.c.key_blob).where(traces.c.seq.in_(seqs))).all())
+        return np.stack([unpack_sparse(rows[s]) for s in seqs]) if seqs else np.zeros((0, 0), np.float32)
+
+    def fetch(self, namespace: str, seqs: Sequence[int]) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:
+        """Decrypt traces of ``namespace`` by seq; returns (traces, keys, errors). Tampered rows are skipped."""
+        if not seqs:
+            return {}, {}, []
+        q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
+            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
+        ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        out: dict[int, Trace] = {}
+        keys: dict[int, np.ndarray] = {}
+        errors: list[str] = []
+        for r in rows:
+            try:
+                out[int(r.seq)] = self._decode(r)
+                keys[int(r.seq)] = unpack_sparse(r.key_blob)
+            except DecryptionError as err:
+                errors.append(f"{r.id}: {err}")
+        return out, keys, errors
+
+    def _decode(self, r: Any) -> Trace:
+        if r.wrapped_dek is None:
+            raise DecryptionError("data key missing")
+        aad = _aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
+        payload = json.loads(crypto.open_sealed(r.payload, r.wrapped_dek, aad, self.keys.kek(r.kek_id)))
+        return Trace(
+            id=r.id, namespace=r.namespace, key=r.ext_key, text=payload["text"], slots=payload["slots"],
+            metadata=payload.get("metadata", {}), source=SourcePointer(**payload.get("source", {})),
+            created_at=datetime.fromtimestamp(r.created_at, UTC), pinned=bool(r.pinned), gate_score=float(r.gate_score),
+            recall_count=int(r.recall_count or 0),
+            expires_at=datetime.fromtimestamp(r.expires_at, UTC) if r.expires_at is not None else None,
+        )
+
+    def _one(self, namespace: str, cond: Any) -> Trace | None:
+        q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
+            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond)
+        with self._read() as conn:
+            r = conn.execute(q).first()
+        return None if r is None else self._decode(r)
+
+    def get(self, namespace: str, trace_id: str) -> Trace:
+        t = self._one(namespace, traces.c.id == trace_id)
+        if t is None:
+            raise TraceNotFoundError(f"no trace {trace_id!r} in namespace {namespace!r}")
+        return t
+
+    def seq_of(self, namespace: str, trace_id: str) -> int | None:
+        with self._read() as conn:
+            return conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).scalar()
+
+    def get_by_key(self, namespace: str, ext_key: str) -> Trace | None:
+        return self._one(namespace, traces.c.ext_key == ext_key)
+
+    def list(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
+        q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
+            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
+        ).where(traces.c.namespace == namespace).order_by(traces.c.seq).limit(limit).offset(offset)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for r in rows:
+            try:
+                out.append(self._decode(r))
+            except DecryptionError:
+                continue
+        return out
+
+    def expired(self, namespace: str, now: float) -> list[tuple[int, str]]:
+        with self._read() as conn:
+            return [(int(r.seq), r.id) for r in conn.execute(select(traces.c.seq, traces.c.id).where(
+                traces.c.namespace == namespace, traces.c.pinned.is_(False), traces.c.expires_at.is_not(None),
+                traces.c.expires_at <= now)).all()]
+
+    def retention_rows(self, namespace: str) -> list[Any]:
+        with self._read() as conn:
+            return list(conn.execute(select(traces.c.seq, traces.c.id, traces.c.created_at, traces.c.gate_score,
+                                            traces.c.recall_count, traces.c.last_recalled_at).where(
+                traces.c.namespace == namespace, traces.c.pinned.is_(False))).all())
+
+    def replay_rows(self, namespace: str | None = None) -> list[Any]:
+        q = select(replay_queue)
+        if namespace is not None:
+            q = q.where(replay_queue.c.namespace == namespace)
+        with self._read() as conn:
+            return list(conn.execute(q.order_by(replay_queue.c.trace_seq)).all())
+
+    # ------------------------------------------------------------------- verify
+    def verify(self, *, namespace: str | None = None, deep: bool = True) -> tuple[int, list[VerifyProblem]]:
+        """Walk the provenance chain and the live rows; returns (records checked, problems)."""
+        problems: list[VerifyProblem] = []
+        with self._read() as conn:
+            log = conn.execute(select(provenance).order_by(provenance.c.seq)).all()
+            head = conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).scalar()
+            live = conn.execute(select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
+                trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True)).all()
+        prev = GENESIS
+        last_write: dict[str, dict[str, Any]] = {}
+        deleted: set[str] = set()
+        pin_state: dict[str, bool] = {}
+        for p in log:
+            try:
+                record = json.loads(p.record)
+            except ValueError:
+                problems.append(VerifyProblem("bad_record", "record is not JSON", p.seq, p.trace_id))
+                prev = p.record_hash
+                continue
+            if crypto.sha256_hex(p.record.encode("ascii", "replace")) != p.record_hash:
+                problems.append(VerifyProblem("bad_hash", "record does not match its hash", p.seq, p.trace_id))
+            if p.prev_hash != prev or record.get("prev") != prev:
+                problems.append(VerifyProblem("broken_chain", "link to the previous record is wrong (row deleted, inserted or reordered)", p.seq, p.trace_id))
+            pub = self.keys.public_key(p.signer_id)
+            try:
+                if pub is None:
+                    raise ValueError("unknown signer")
+                pub.verify(p.signature, bytes.fromhex(p.record_hash))
+            except Exception:
+                problems.append(VerifyProblem("bad_signature", "signature does not verify", p.seq, p.trace_id))
+            if record.get("event") != p.event or record.get("trace_id") != p.trace_id or record.get("ns") != p.namespace:
+                problems.append(VerifyProblem("bad_record", "indexed columns disagree with the signed record", p.seq, p.trace_id))
+            tid = record.get("trace_id")
+            ev = record.get("event")
+            if tid and ev == "write":
+                last_write[tid] = record
+                deleted.discard(tid)
+                pin_state[tid] = bool(record.get("pinned"))
+            elif tid and ev == "delete":
+                deleted.add(tid)
+            elif tid and ev in ("pin", "unpin"):
+                pin_state[tid] = ev == "pin"
+            prev = p.record_hash
+        if head != prev:
+            problems.append(VerifyProblem("head_mismatch", "chain head does not match the last record (log truncated?)"))
+        live_ids = set()
+        for r in live:
+            if namespace is not None and r.namespace != namespace:
+                continue
+            live_ids.add(r.id)
+            rec = last_write.get(r.id)
+            if rec is None or r.id in deleted:
+                problems.append(VerifyProblem("unexpected_row", "trace row has no write record", trace_id=r.id))
+                continue
+            if rec.get("ns") != r.namespace or crypto.sha256_hex(r.payload, r.key_blob) != rec.get("content_hash") \
+                    or rec.get("created_at") != repr(r.created_at) or rec.get("ext_key") != r.ext_key:
+                problems.append(VerifyProblem("tampered_row", "row content differs from its signed write record", trace_id=r.id))
+                continue
+            if bool(r.pinned) != pin_state.get(r.id, False):
+                problems.append(VerifyProblem("pin_mismatch", "pinned flag differs from the signed pin history", trace_id=r.id))
+            if deep:
+                try:
+                    self._decode(r)
+                except DecryptionError as err:
+                    problems.append(VerifyProblem("tampered_row", str(err), trace_id=r.id))
+        for tid, rec in last_write.items():
+            if namespace is not None and rec.get("ns") != namespace:
+                continue
+            if tid not in deleted and tid not in live_ids:
+                problems.append(VerifyProblem("missing_row", "trace was written, never deleted, and is gone", trace_id=tid))
+        return len(log), problems
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA secure_delete=ON")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front (no deadlocking lock upgrades); readers don't block them.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("hei_read") else "BEGIN IMMEDIATE")
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a database URL for error messages and logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

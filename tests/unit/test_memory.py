@@ -1,0 +1,248 @@
+"""Behaviour of HEIMemory that users rely on (SQLite, hashing embedder)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hei_nw_plugin.errors import (
+    ConfigError, DecryptionError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, TraceNotFoundError,
+    UnknownNamespaceError,
+)
+from hei_nw_plugin.memory import HEIMemory
+
+FACT = {"text": "Priya keeps the spare key in the blue toolbox", "slots": {"who": "Priya", "what": "spare key"}}
+
+
+def _snapshot(mem: HEIMemory) -> list:
+    with sqlite3.connect(mem.settings.store.data_dir / "traces.db") as c:
+        return c.execute("select id, payload, pinned from hei_traces order by seq").fetchall()
+
+
+def test_write_recall_delete_verify(mem: HEIMemory) -> None:
+    d = mem.write(FACT, namespace="u1")
+    assert d.accepted and d.trace_id
+    mem.write({"text": "Marco moved the offsite to Thursday", "slots": {"who": "Marco"}, "pin": True}, namespace="u1")
+    r = mem.recall({"text": "where is the spare key", "slots": {"who": "Priya"}}, k=2, namespace="u1")
+    assert r.traces[0].trace.id == d.trace_id
+    assert "spare key" in r.memory_tokens.text
+    assert set(r.timings_ms) >= {"embed", "ann", "hopfield", "fetch", "pack", "total"}
+    mem.delete(d.trace_id, namespace="u1")
+    r2 = mem.recall({"text": "where is the spare key", "slots": {"who": "Priya"}}, k=2, namespace="u1")
+    assert d.trace_id not in [t.trace.id for t in r2.traces]
+    with pytest.raises(TraceNotFoundError):
+        mem.get(d.trace_id, namespace="u1")
+    assert mem.verify().ok
+
+
+def test_namespaces_never_cross(mem: HEIMemory) -> None:
+    d = mem.write(FACT, namespace="alice")
+    mem.write({"text": "Bob's locker code is 4471", "pin": True}, namespace="bob")
+    r = mem.recall("spare key blue toolbox", k=5, namespace="bob")
+    assert all(t.trace.namespace == "bob" for t in r.traces)
+    assert mem.recall("spare key", k=5, namespace="nobody").traces == []
+    with pytest.raises(TraceNotFoundError):
+        mem.delete(d.trace_id, namespace="bob")
+    with pytest.raises(UnknownNamespaceError):
+        mem.get(d.trace_id, namespace="carol")
+    assert mem.get(d.trace_id, namespace="alice").text == FACT["text"]
+
+
+def test_gate_rejects_chitchat_and_duplicates(mem: HEIMemory) -> None:
+    assert not mem.write("ok thanks, sounds good", namespace="n").accepted
+    assert mem.write(FACT, namespace="n").accepted
+    dup = mem.write(FACT, namespace="n")
+    assert not dup.accepted and dup.reason == "duplicate"
+    st = mem.stats(namespace="n")
+    assert st.traces == 1 and st.gate["by_reason"]["duplicate"] == 1
+
+
+def test_keyed_write_replaces_newest_wins(mem: HEIMemory) -> None:
+    mem.write({"text": "The wifi password is tulip-42", "key": "wifi", "pin": True}, namespace="n")
+    mem.write({"text": "The wifi password is now cedar-99", "key": "wifi", "pin": True}, namespace="n")
+    t = mem.get_by_key("wifi", namespace="n")
+    assert t is not None and "cedar-99" in t.text
+    assert len(mem.list_traces(namespace="n")) == 1
+    assert "cedar-99" in mem.recall("wifi password", k=1, namespace="n").traces[0].trace.text
+    assert mem.verify().ok
+
+
+@pytest.mark.parametrize("bad, err", [
+    ({"text": ""}, InvalidEventError),
+    ({"text": "   "}, InvalidEventError),
+    ({"text": 42}, InvalidEventError),
+    ({"text": "x", "slots": {"a": [1, 2]}}, InvalidEventError),
+    ({"text": "x", "reward": 3}, InvalidEventError),
+    ({"text": "x", "unknown_field": 1}, InvalidEventError),
+    ({"text": "x" * 20000}, PayloadTooLargeError),
+    ({"text": "x", "slots": {f"s{i}": i for i in range(100)}}, PayloadTooLargeError),
+    ({"text": "x", "metadata": {"f": object()}}, InvalidEventError),
+    (12, InvalidEventError),
+])
+def test_bad_input_is_rejected_and_nothing_changes(mem: HEIMemory, bad: object, err: type) -> None:
+    mem.write(FACT, namespace="n")
+    before = _snapshot(mem)
+    with pytest.raises(err):
+        mem.write(bad, namespace="n")  # type: ignore[arg-type]
+    with pytest.raises(err):  # a bad event in a batch rejects the whole batch
+        mem.write_many([{"text": "Valid new fact about Zed's red kayak", "pin": True}, bad], namespace="n")  # type: ignore[list-item]
+    assert _snapshot(mem) == before
+
+
+@pytest.mark.parametrize("ns", ["", "a\x00b", "x" * 300, 5])
+def test_bad_namespace(mem: HEIMemory, ns: object) -> None:
+    with pytest.raises(InvalidNamespaceError):
+        mem.write(FACT, namespace=ns)  # type: ignore[arg-type]
+
+
+def test_bad_cue_and_k(mem: HEIMemory) -> None:
+    mem.write(FACT, namespace="n")
+    for cue in ["", {"text": "", "slots": {}}, 3.5]:
+        with pytest.raises(InvalidEventError):
+            mem.recall(cue, namespace="n")  # type: ignore[arg-type]
+    for k in [0, -1, 10_000, True, "3"]:
+        with pytest.raises(InvalidEventError):
+            mem.recall("key", k=k, namespace="n")  # type: ignore[arg-type]
+
+
+def test_index_rebuilt_from_store_when_missing_or_corrupt(mem_factory, tmp_path: Path) -> None:
+    m1 = mem_factory()
+    ids = [m1.write({"text": f"Distinct fact {i} about item{i} in room{i}", "pin": True}, namespace="n").trace_id for i in range(20)]
+    m1.close()
+    files = list((tmp_path / "index").rglob("*.usearch"))
+    assert files
+    files[0].write_bytes(b"garbage" * 100)  # corrupt
+    m2 = mem_factory()
+    r = m2.recall("Distinct fact 7 about item7 in room7", k=1, namespace="n")
+    assert r.traces[0].trace.id == ids[7]
+    m2.close()
+    for f in files:
+        f.unlink()  # missing
+    m3 = mem_factory()
+    assert m3.recall("Distinct fact 3 about item3 in room3", k=1, namespace="n").traces[0].trace.id == ids[3]
+
+
+def test_stale_index_is_reconciled_with_store(mem_factory) -> None:
+    """A crash after the store commit but before the index save: the store wins."""
+    m1 = mem_factory()
+    m1.write({"text": "Early fact about the lighthouse keeper", "pin": True}, namespace="n")
+    m1.close()  # index saved with 1 entry
+    m2 = mem_factory()
+    d = m2.write({"text": "Later fact about the ferry timetable", "pin": True}, namespace="n")
+    m2.store.close()  # simulate a crash: index file never saved again
+    m3 = mem_factory()
+    assert m3.recall("ferry timetable", k=1, namespace="n").traces[0].trace.id == d.trace_id
+
+
+def test_pin_evict_and_ttl(mem_factory) -> None:
+    m = mem_factory(decay={"capacity": 3, "half_life_s": 3600})
+    pinned = m.write({"text": "Pinned: the safe code is 9931", "pin": True}, namespace="n").trace_id
+    ids = [m.write({"text": f"Fact {i}: the {w} is in the {p}", "reward": 0.7 + 0.1 * i}, namespace="n").trace_id
+           for i, (w, p) in enumerate([("drill", "shed"), ("ladder", "garage"), ("kettle", "attic"), ("tent", "cellar")])]
+    assert [i for i in ids if i is None] == []
+    remaining = {t.id for t in m.list_traces(namespace="n")}
+    assert pinned in remaining and len(remaining) == 3
+    m2 = mem_factory(data_dir=m.settings.store.data_dir / "ttl")
+    t1 = m2.write({"text": "Temporary: parking spot B7 today", "ttl_s": 10}, namespace="n").trace_id
+    keep = m2.write({"text": "Pinned forever: passport in drawer", "pin": True, "ttl_s": 10}, namespace="n").trace_id
+    import time as _t
+    gone = m2.evict(namespace="n", now=_t.time() + 60)
+    assert t1 in gone and keep not in gone
+    m2.unpin(keep, namespace="n")
+    assert m2.verify().ok
+
+
+def test_tamper_is_detected_and_never_recalled(mem: HEIMemory) -> None:
+    a = mem.write(FACT, namespace="n").trace_id
+    b = mem.write({"text": "Marco moved the offsite to Thursday", "pin": True}, namespace="n").trace_id
+    db = mem.settings.store.data_dir / "traces.db"
+    with sqlite3.connect(db) as c:
+        (blob,) = c.execute("select payload from hei_traces where id=?", (a,)).fetchone()
+        c.execute("update hei_traces set payload=? where id=?", (blob[:-1] + bytes([blob[-1] ^ 1]), a))
+        c.execute("update hei_traces set pinned=0 where id=?", (b,))
+    rep = mem.verify()
+    kinds = {(p["kind"], p["trace_id"]) for p in rep.problems}
+    assert not rep.ok and ("tampered_row", a) in kinds and ("pin_mismatch", b) in kinds
+    r = mem.recall("spare key blue toolbox", k=5, namespace="n")
+    assert a not in [t.trace.id for t in r.traces]
+    with sqlite3.connect(db) as c:
+        c.execute("delete from hei_provenance where seq = 1")
+    assert any(p["kind"] == "broken_chain" for p in mem.verify().problems)
+
+
+def test_deleted_payload_unrecoverable(mem: HEIMemory) -> None:
+    tid = mem.write(FACT, namespace="n").trace_id
+    db = mem.settings.store.data_dir / "traces.db"
+    with sqlite3.connect(db) as c:
+        (seq,) = c.execute("select seq from hei_traces where id=?", (tid,)).fetchone()
+        (wrapped,) = c.execute("select wrapped_dek from hei_trace_keys where trace_seq=?", (seq,)).fetchone()
+    mem.delete(tid, namespace="n")
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*) from hei_trace_keys where trace_seq=?", (seq,)).fetchone()[0] == 0
+        assert c.execute("select count(*) from hei_replay_queue where trace_seq=?", (seq,)).fetchone()[0] == 0
+    raw = db.read_bytes() + (db.with_name("traces.db-wal").read_bytes() if db.with_name("traces.db-wal").exists() else b"")
+    assert wrapped not in raw  # secure_delete + checkpoint: no copy of the data key left in the files
+
+
+def test_key_rotation_rewraps_without_loss_and_wrong_key_fails(mem_factory, tmp_path: Path) -> None:
+    m = mem_factory()
+    ids = [m.write({"text": f"Rotation fact {i} about gadget{i}", "pin": True}, namespace="n").trace_id for i in range(5)]
+    assert m.rotate_keys() == 5
+    assert [m.get(i, namespace="n").text for i in ids] == [f"Rotation fact {i} about gadget{i}" for i in range(5)]
+    assert m.verify().ok
+    m.close()
+    other = mem_factory(data_dir=tmp_path / "other")  # a different key file
+    other.close()
+    from hei_nw_plugin.config import HeiNwSettings
+    from hei_nw_plugin.embed import HashingEmbedder
+    wrong = HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path}, security={"key_file": tmp_path / "other" / "keys.json"}),
+                      embedder=HashingEmbedder(dim=128))
+    with pytest.raises(DecryptionError):
+        wrong.get(ids[0], namespace="n")
+    assert not wrong.verify().ok
+    wrong.close()
+
+
+def test_corrupt_key_file_is_a_config_error(tmp_path: Path) -> None:
+    from hei_nw_plugin.config import HeiNwSettings
+    from hei_nw_plugin.embed import HashingEmbedder
+    (tmp_path / "keys.json").write_text("{not json")
+    with pytest.raises(ConfigError):
+        HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path}), embedder=HashingEmbedder(dim=64))
+
+
+def test_where_filter_and_metadata(mem: HEIMemory) -> None:
+    mem.write({"text": "Lena likes green tea", "slots": {"who": "Lena"}, "metadata": {"src": "chat"}, "pin": True}, namespace="n")
+    mem.write({"text": "Omar likes black coffee", "slots": {"who": "Omar"}, "metadata": {"src": "email"}, "pin": True}, namespace="n")
+    r = mem.recall("what does someone like to drink", k=5, namespace="n", where={"src": "email"})
+    assert [t.trace.slots["who"] for t in r.traces] == ["Omar"]
+    assert r.traces[0].trace.metadata == {"src": "email"}
+
+
+def test_async_twins(mem: HEIMemory) -> None:
+    async def go() -> None:
+        d = await mem.awrite(FACT, namespace="n")
+        r = await mem.arecall("spare key", k=1, namespace="n")
+        assert r.traces[0].trace.id == d.trace_id
+        assert (await mem.astats(namespace="n")).traces == 1
+        await mem.adelete(d.trace_id, namespace="n")
+        assert (await mem.averify()).ok
+
+    asyncio.run(go())
+
+
+def test_recall_does_not_change_hopfield_or_keys(mem: HEIMemory) -> None:
+    mem.write(FACT, namespace="n")
+    proj = mem.keyer._proj.copy()
+    seqs = mem.store.seqs("n")
+    keys_before = mem.store.key_vectors([int(s) for s in seqs])
+    params = (mem.hopfield.beta, mem.hopfield.steps)
+    for _ in range(3):
+        mem.recall("spare key", k=1, namespace="n")
+    assert np.array_equal(proj, mem.keyer._proj)
+    assert np.array_equal(keys_before, mem.store.key_vectors([int(s) for s in seqs]))
+    assert params == (mem.hopfield.beta, mem.hopfield.steps)
