@@ -36,9 +36,11 @@ _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Su
 def synthetic_event(rng: random.Random, i: int) -> MemoryEvent:
     who, what, where, day = rng.choice(_WHO), rng.choice(_WHAT), rng.choice(_WHERE), rng.choice(_DAYS)
     ref = f"R{i:06d}"
+    # pin=True: every event passes the gate, so the store holds exactly N traces
+    # (the gate still scores each one, so its cost is part of the write figure).
     return MemoryEvent(
         text=f"On {day} {who} {what} at {where} (ref {ref}).",
-        slots={"who": who, "what": what, "where": where, "when": day, "ref": ref},
+        slots={"who": who, "what": what, "where": where, "when": day, "ref": ref}, pin=True,
     )
 
 

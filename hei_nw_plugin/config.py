@@ -48,7 +48,7 @@ class IndexSettings(_Section):
     expansion_add: int = Field(128, ge=1, description="HNSW efConstruction: candidate list size while inserting.")
     expansion_search: int = Field(64, ge=1, description="HNSW ef: candidate list size while searching.")
     dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Scalar type of vectors inside the index (memory vs precision).")
-    candidates: int = Field(32, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
+    candidates: int = Field(64, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
     save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes (the store stays the source of truth).")
 
 

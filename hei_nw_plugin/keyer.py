@@ -6,6 +6,10 @@ tokens, signed feature hashing), so no scenario needs its own code. A fixed,
 seeded Gaussian projection expands it to D dimensions and k-winners-take-all
 keeps the k largest activations (pattern separation); the result is
 L2-normalised so that cosine similarity is a dot product.
+
+k-WTA codes separate patterns but quantise similarity coarsely, so they are
+used to *find* candidates (the HNSW index); the dense features, stored
+encrypted with each trace, are what Hopfield completion and ranking use.
 """
 
 from __future__ import annotations
@@ -107,6 +111,14 @@ class DGKeyer:
     def key(self, texts: list[str], slots: list[Mapping[str, Any]]) -> np.ndarray:
         """Sparse keys, shape (n, D), float32."""
         return self.sparsify(self.featurize(texts, slots))
+
+    def encode(self, texts: list[str], slots: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """(dense features L2-normalised, sparse keys): the ANN uses keys, completion uses features."""
+        feats = self.featurize(texts, slots)
+        keys = self.sparsify(feats)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        np.divide(feats, norms, out=feats, where=norms > 0)
+        return feats, keys
 
 
 def pack_sparse(key: np.ndarray) -> bytes:

@@ -205,15 +205,16 @@ class HEIMemory:
             return []
         texts = [self._redact(e.text) for e in evs]
         slots = [{k: (self._redact(v) if isinstance(v, str) else v) for k, v in e.slots.items()} for e in evs]
-        keys = self.keyer.key(texts, slots)
+        feats, keys = self.keyer.encode(texts, slots)
         with self._write_lock:
             graph = self._graph(ns)
             decisions: list[WriteDecision] = []
             rows: list[NewTrace] = []
             row_keys: list[np.ndarray] = []
+            batch = np.zeros((len(evs), keys.shape[1]), dtype=np.float32)  # accepted keys so far, for novelty
             now = time.time()
-            for ev, text, sl, key in zip(evs, texts, slots, keys, strict=True):
-                nearest = self._nearest(graph, key, row_keys)
+            for ev, text, sl, key, feat in zip(evs, texts, slots, keys, feats, strict=True):
+                nearest = self._nearest(graph, key, batch[: len(row_keys)])
                 decision = self.gate.decide(
                     namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
                     tokens=ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text))
@@ -225,10 +226,12 @@ class HEIMemory:
                         key_blob=pack_sparse(key), created_at=created,
                         expires_at=None if (ev.pin or ttl is None) else created + ttl,
                         pinned=ev.pin, gate_score=decision.score, ext_key=ev.key,
+                        features=feat.astype(np.float16).tobytes(),
                         gate={"score": round(decision.score, 6), "reason": decision.reason, "tau": decision.threshold,
                               "components": decision.components.model_dump()},
                     )
                     decision.trace_id = row.id
+                    batch[len(row_keys)] = key
                     rows.append(row)
                     row_keys.append(key)
                 decisions.append(decision)
@@ -242,14 +245,16 @@ class HEIMemory:
                     self._evict_capacity(ns)
         return decisions
 
-    def _nearest(self, graph: USearchIndex, key: np.ndarray, batch_keys: list[np.ndarray]) -> float | None:
+    def _nearest(self, graph: USearchIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
+        """Cosine to the closest stored key or earlier accepted key of the same batch (None if there is none)."""
         best: float | None = None
         if len(graph):
             _, sims = graph.search(key, 1)
             if len(sims):
                 best = float(sims[0])
-        if batch_keys:
-            b = float(np.max(np.stack(batch_keys) @ key))
+        if len(batch_keys):
+            nz = np.flatnonzero(key)  # keys are k-sparse: touch only the winners
+            b = float(np.max(batch_keys[:, nz] @ key[nz]))
             best = b if best is None else max(best, b)
         return best
 
@@ -269,7 +274,8 @@ class HEIMemory:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.limits.max_k:
             raise InvalidEventError(f"k must be an integer in 1..{self.settings.limits.max_k}, got {k!r}")
         timings: dict[str, float] = {}
-        key = self.keyer.key([c.text], [c.slots])[0]
+        feats, keys = self.keyer.encode([c.text], [c.slots])
+        feat, key = feats[0], keys[0]
         t1 = time.perf_counter()
         timings["embed"] = (t1 - t0) * 1000
         graph = self._graph(ns)
@@ -277,7 +283,7 @@ class HEIMemory:
         seqs, sims = graph.search(key, n_cand)
         t2 = time.perf_counter()
         timings["ann"] = (t2 - t1) * 1000
-        found, stored_keys, _errors = self.store.fetch(ns, [int(s) for s in seqs])
+        found, stored_feats, _errors = self.store.fetch(ns, [int(s) for s in seqs])
         order = [i for i, s in enumerate(seqs) if int(s) in found]  # drop stale or tampered ids
         if where:
             order = [i for i in order if _matches(found[int(seqs[i])], where)]
@@ -285,15 +291,17 @@ class HEIMemory:
         timings["fetch"] = (t3 - t2) * 1000
         recalled: list[RecalledTrace] = []
         if order:
-            X = np.stack([stored_keys[int(seqs[i])] for i in order])
+            # Ranking happens in the dense feature space (k-WTA only finds candidates).
+            X = np.stack([stored_feats[int(seqs[i])] for i in order])
+            X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
             if self.settings.hopfield.enabled:
-                comp = self.hopfield.complete(key, X)
+                comp = self.hopfield.complete(feat, X)
                 ranked, scores, weights = comp.order, comp.scores, comp.weights
             else:
-                scores = X @ key
+                scores = X @ feat
                 ranked = np.argsort(-scores, kind="stable")
                 weights = np.zeros_like(scores)
-            cue_sims = X @ key
+            cue_sims = X @ feat
             for j in ranked[:k]:
                 seq = int(seqs[order[j]])
                 recalled.append(RecalledTrace(trace=found[seq], score=float(scores[j]),

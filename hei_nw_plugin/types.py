@@ -120,7 +120,7 @@ class RecalledTrace(BaseModel):
 
     trace: Trace
     score: float = Field(description="Final score after Hopfield re-ranking (higher is better).")
-    ann_similarity: float = Field(description="Cosine between the cue key and the trace key.")
+    ann_similarity: float = Field(description="Cosine between the cue and the trace in feature space.")
     hopfield_weight: float = Field(description="Softmax weight of this trace in the completed pattern.")
 
 

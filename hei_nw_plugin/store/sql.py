@@ -10,6 +10,7 @@ On PostgreSQL the chain head row is locked ``FOR UPDATE``.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -51,6 +52,7 @@ class NewTrace:
     gate_score: float
     gate: dict[str, Any]
     ext_key: str | None = None
+    features: bytes = b""
     id: str = field(default_factory=lambda: new_trace_id())
 
 
@@ -155,7 +157,8 @@ class SQLTraceStore:
                         self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
                         replaced = int(old.seq)
                 payload = crypto.canonical({"text": row.text, "slots": row.slots, "metadata": row.metadata,
-                                            "source": row.source.model_dump(exclude_none=True)})
+                                            "source": row.source.model_dump(exclude_none=True),
+                                            "f": base64.b64encode(row.features).decode("ascii")})
                 aad = _aad(row.namespace, row.id, row.key_blob, row.created_at, row.ext_key)
                 blob, wrapped = crypto.seal(payload, aad, kek)
                 seq = conn.execute(insert(traces).values(
@@ -285,7 +288,7 @@ class SQLTraceStore:
         return np.stack([unpack_sparse(rows[s]) for s in seqs]) if seqs else np.zeros((0, 0), np.float32)
 
     def fetch(self, namespace: str, seqs: Sequence[int]) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:
-        """Decrypt traces of ``namespace`` by seq; returns (traces, keys, errors). Tampered rows are skipped."""
+        """Decrypt traces of ``namespace`` by seq; returns (traces, dense features, errors). Tampered rows are skipped."""
         if not seqs:
             return {}, {}, []
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
@@ -298,24 +301,30 @@ class SQLTraceStore:
         errors: list[str] = []
         for r in rows:
             try:
-                out[int(r.seq)] = self._decode(r)
-                keys[int(r.seq)] = unpack_sparse(r.key_blob)
+                trace, feats = self._decode_with_features(r)
+                out[int(r.seq)] = trace
+                keys[int(r.seq)] = feats if feats is not None else unpack_sparse(r.key_blob)
             except DecryptionError as err:
                 errors.append(f"{r.id}: {err}")
         return out, keys, errors
 
     def _decode(self, r: Any) -> Trace:
+        return self._decode_with_features(r)[0]
+
+    def _decode_with_features(self, r: Any) -> tuple[Trace, np.ndarray | None]:
         if r.wrapped_dek is None:
             raise DecryptionError("data key missing")
         aad = _aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
         payload = json.loads(crypto.open_sealed(r.payload, r.wrapped_dek, aad, self.keys.kek(r.kek_id)))
+        raw_f = base64.b64decode(payload["f"]) if payload.get("f") else b""
+        feats = np.frombuffer(raw_f, dtype=np.float16).astype(np.float32) if raw_f else None
         return Trace(
             id=r.id, namespace=r.namespace, key=r.ext_key, text=payload["text"], slots=payload["slots"],
             metadata=payload.get("metadata", {}), source=SourcePointer(**payload.get("source", {})),
             created_at=datetime.fromtimestamp(r.created_at, UTC), pinned=bool(r.pinned), gate_score=float(r.gate_score),
             recall_count=int(r.recall_count or 0),
             expires_at=datetime.fromtimestamp(r.expires_at, UTC) if r.expires_at is not None else None,
-        )
+        ), feats
 
     def _one(self, namespace: str, cond: Any) -> Trace | None:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(

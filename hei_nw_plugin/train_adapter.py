@@ -1,0 +1,242 @@
+"""Train the Episodic Adapter and the memory-reader LoRA on generated episodic QA.
+
+Run: ``python -m hei_nw_plugin.train_adapter [--out hei_nw_plugin/weights]``.
+
+Two phases, base weights frozen throughout:
+
+1. **Adapter** (memory route ``adapter``): only the adapter learns; the prompt
+   shows no memory, the memory reaches the model through cross-attention alone.
+2. **Reader** (optional): a small LoRA on the decoder layers above the adapter
+   learns to read memory on all three routes (``prefix``, ``adapter``, ``both``),
+   the adapter now frozen. Keeping the phases apart means the adapter works on
+   its own and every result can be reported with and without the reader.
+
+Loss is cross-entropy on the answer tokens and the closing end-of-turn token
+only, with logits computed for those positions alone. Because the adapter and
+the LoRA sit at layer ``n`` and above, the ``n`` layers below run without an
+autograd graph, which is what makes this fit a 2-core CPU.
+
+The data come from :mod:`hei_nw_plugin.model.train_data` (vocabulary disjoint
+from every eval split). Reproducible: fixed seeds, data order from the seed,
+``torch.set_num_threads`` fixed (float sums depend on it) and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter, added_params, weights_sha256
+from hei_nw_plugin.config import ModelSettings
+from hei_nw_plugin.model.loading import LoadedModel, generation_record, load_base_model
+from hei_nw_plugin.model.prompting import answer_messages, prompt_memory
+from hei_nw_plugin.model.train_data import QARow, generate_rows
+
+DEFAULT_OUT = Path(__file__).parent / "weights"
+READER_DIR = "reader_lora"
+ROUTES = ("prefix", "adapter", "both")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the trained weights."""
+
+    seed: int = 0
+    threads: int = 2
+    depth: float = 0.6
+    kv_heads: int | None = 1
+    max_mem_tokens: int = 128
+    max_facts: int = 6
+    batch_size: int = 8
+    adapter_steps: int = 150
+    adapter_lr: float = 2e-3
+    reader_steps: int = 120
+    reader_lr: float = 1e-3
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    warmup_steps: int = 10
+    dev_rows: int = 40
+    data_seed_offset: int = 1000
+    """Dev rows use seed + this offset, so they are never training rows."""
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    positions: torch.Tensor
+    """[N, 2] (row, position) whose next token is a target."""
+    targets: torch.Tensor
+    memories: list[str]
+
+
+def encode_batch(tokenizer: Any, rows: list[QARow], routes: list[str]) -> Batch:
+    """Right-padded prompt+answer ids, the target positions, and each row's adapter memory."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if end is None or end == tokenizer.unk_token_id:
+        end = tokenizer.eos_token_id
+    seqs: list[list[int]] = []
+    pos: list[tuple[int, int]] = []
+    tgt: list[int] = []
+    memories: list[str] = []
+    for b, (row, route) in enumerate(zip(rows, routes)):
+        messages = answer_messages(row.question, prompt_memory(row.memory, route))
+        prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        answer = list(tokenizer(row.answer, add_special_tokens=False)["input_ids"]) + [end]
+        seq = prompt + answer
+        for i, tok in enumerate(answer):
+            pos.append((b, len(prompt) + i - 1))
+            tgt.append(tok)
+        seqs.append(seq)
+        memories.append(row.memory if route in ("adapter", "both") else "")
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id
+    return Batch(
+        input_ids=torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+        attention_mask=torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+        positions=torch.tensor(pos),
+        targets=torch.tensor(tgt),
+        memories=memories,
+    )
+
+
+def batch_loss(lm: LoadedModel, hook: AdapterHook, batch: Batch, decoder: Any, lm_head: Any) -> torch.Tensor:
+    """Mean answer-token cross-entropy (nats) with memory fed to the adapter."""
+    state = hook.encode_memory(lm.tokenizer, batch.memories)
+    with hook.memory(state):
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
+    picked = hidden[batch.positions[:, 0], batch.positions[:, 1]]
+    return F.cross_entropy(lm_head(picked).float(), batch.targets)
+
+
+def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + torch.cos(torch.tensor((step - warmup) / max(1, total - warmup) * torch.pi)).item())
+
+
+def _train(
+    lm: LoadedModel, hook: AdapterHook, params: list[torch.nn.Parameter], rows: list[QARow],
+    routes: list[str], *, body: tuple[Any, Any], steps: int, lr: float, cfg: TrainConfig, label: str,
+) -> list[dict[str, float]]:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    decoder, lm_head = body
+    curve: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        chunk = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        batch = encode_batch(lm.tokenizer, rows[chunk], routes[chunk])
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, cfg.warmup_steps)
+        loss = batch_loss(lm, hook, batch, decoder, lm_head)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        curve.append({"step": step, "loss": round(loss.item(), 5), "elapsed_s": round(time.perf_counter() - t0, 2)})
+        if step % 10 == 0 or step == steps - 1:
+            print(f"[{label}] step {step:4d} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return curve
+
+
+def add_reader_lora(lm: LoadedModel, cfg: TrainConfig, first_layer: int) -> Any:
+    """Wrap the model with a fresh LoRA on the layers from ``first_layer`` up (adapter name 'reader')."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
+        target_modules=cfg.lora_targets, layers_to_transform=list(range(first_layer, lm.num_layers)),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(lm.model, config, adapter_name="reader")
+
+
+def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *, with_reader: bool = True) -> dict[str, Any]:
+    """Run both phases and write weights, config, seed and loss curves into ``out``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    t_start = time.perf_counter()
+    lm = load_base_model(settings or ModelSettings(seed=cfg.seed))
+    for p in lm.model.parameters():
+        p.requires_grad_(False)
+    adapter = EpisodicAdapter(
+        AdapterConfig.for_model(lm.model.config, depth=cfg.depth, kv_heads=cfg.kv_heads, max_mem_tokens=cfg.max_mem_tokens)
+    )
+    hook = AdapterHook(lm.model, adapter)
+    # peft injects LoRA layers in place, so these stay valid after wrapping.
+    body = (lm.model.get_decoder(), lm.model.get_output_embeddings())
+    rng = random.Random(cfg.seed)
+
+    n_adapter = cfg.adapter_steps * cfg.batch_size
+    n_reader = cfg.reader_steps * cfg.batch_size if with_reader else 0
+    rows = generate_rows(n_adapter + n_reader, seed=cfg.seed, max_facts=cfg.max_facts)
+    adapter_curve = _train(
+        lm, hook, list(adapter.parameters()), rows[:n_adapter], ["adapter"] * n_adapter,
+        body=body, steps=cfg.adapter_steps, lr=cfg.adapter_lr, cfg=cfg, label="adapter",
+    )
+    for p in adapter.parameters():
+        p.requires_grad_(False)
+    t_adapter = time.perf_counter() - t_start
+
+    out.mkdir(parents=True, exist_ok=True)
+    reader_curve: list[dict[str, float]] = []
+    if with_reader:
+        peft_model = add_reader_lora(lm, cfg, adapter.config.layer)
+        lm.model = peft_model
+        routes = [rng.choice(ROUTES) for _ in range(n_reader)]
+        lora_params = [p for p in peft_model.parameters() if p.requires_grad]
+        reader_curve = _train(
+            lm, hook, lora_params, rows[n_adapter:], routes,
+            body=body, steps=cfg.reader_steps, lr=cfg.reader_lr, cfg=cfg, label="reader",
+        )
+        peft_model.save_pretrained(str(out / READER_DIR))
+    train_s = time.perf_counter() - t_start
+
+    record = generation_record(lm)
+    adapter.save(out, extra={
+        "train": asdict(cfg),
+        "base_model": {k: record.get(k) for k in ("model_id", "model_type", "num_layers", "tokenizer_sha256")}
+        | {"weights_sha256": record.get("conversion", {}).get("weights_sha256")},
+        "added_params": added_params(adapter),
+    })
+    summary = {
+        "config": asdict(cfg),
+        "train_seconds": round(train_s, 1),
+        "adapter_seconds": round(t_adapter, 1),
+        "adapter_sha256": weights_sha256(out),
+        "adapter_params": added_params(adapter),
+        "reader": with_reader,
+        "generation": record,
+    }
+    (out / "loss_curve.json").write_text(json.dumps({"adapter": adapter_curve, "reader": reader_curve}) + "\n")
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"trained in {train_s:.0f}s; wrote {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder for weights, config and loss curve.")
+    parser.add_argument("--no-reader", action="store_true", help="Train the adapter only.")
+    defaults = TrainConfig()
+    for name in ("seed", "threads", "batch_size", "adapter_steps", "reader_steps", "max_facts", "lora_r"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("adapter_lr", "reader_lr", "depth"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    train(cfg, args.out, with_reader=not args.no_reader)
+
+
+if __name__ == "__main__":
+    main()

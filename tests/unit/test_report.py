@@ -1,0 +1,78 @@
+"""Run records round-trip through JSON and reports are rebuilt from JSON alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hei_nw_eval import metrics as M
+from hei_nw_eval.records import Comparison, Curve, MetricValue, RunRecord, load_records, write_record
+from hei_nw_eval.report import build_report
+
+
+def _record(mode: str, em: list[float], lags: list[int]) -> RunRecord:
+    est = M.bootstrap_ci(em, n_boot=500, seed=0)
+    return RunRecord(
+        run_id=f"scenario-A-full_cue-{mode}",
+        task="scenario:A",
+        condition="full_cue",
+        mode=mode,
+        model_id="test-model",
+        seeds={"data": 0, "bootstrap": 0},
+        git_commit="abc123",
+        config={"n": len(em)},
+        n_items=len(em),
+        metrics={"em": MetricValue.of(est), "latency_p95": MetricValue(value=12.5, n=len(em), unit="ms")},
+        curves={"EM vs time lag": Curve.from_lag_bins(M.accuracy_by_lag(em, lags, n_boot=200), "EM")},
+    )
+
+
+def test_records_round_trip_and_reject_bad_values(tmp_path: Path) -> None:
+    rec = _record("B0", [0, 1, 0, 1], [0, 2, 8, 40])
+    path = write_record(rec, tmp_path / "runs")
+    assert path.name == "scenario-A-full_cue-B0.json"
+    [back] = load_records(tmp_path / "runs")
+    assert back == rec
+    with pytest.raises(ValueError):
+        MetricValue(value=float("nan"))
+    with pytest.raises(ValueError):
+        RunRecord(run_id="../escape", task="t", mode="m", n_items=0)
+    (tmp_path / "runs" / "junk.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="junk.json"):
+        load_records(tmp_path / "runs")
+
+
+def test_report_is_rebuilt_from_json_only(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    b0 = _record("B0", [0, 0, 1, 0, 0, 1], [0, 2, 8, 40, 0, 2])
+    b1 = _record("B1", [1, 1, 1, 0, 1, 1], [0, 2, 8, 40, 0, 2])
+    diff = M.paired_bootstrap_diff([1, 1, 1, 0, 1, 1], [0, 0, 1, 0, 0, 1], n_boot=500)
+    b1.comparisons.append(Comparison(metric="em", mode="B1", baseline="B0", diff=MetricValue.of(diff),
+                                     excludes_zero=M.excludes_zero(diff), seed=0))
+    b1.breakdown = {"lag 0": {"em": MetricValue(value=1.0, n=2)}}
+    b1.notes = "B1 loses where the cue names no slot."
+    write_record(b0, runs)
+    write_record(b1, runs)
+
+    files = build_report(runs, tmp_path / "out")
+    md = files.markdown.read_text()
+    page = files.html.read_text()
+    assert "## scenario:A" in md and "| full_cue | B1 | test-model | 6 |" in md
+    assert "0.833" in md and "12.50 ms" in md  # B1's EM and the latency with its unit
+    assert "B1 − B0" in md and "B1 loses where the cue names no slot." in md
+    assert len(files.figures) == 1 and files.figures[0].read_bytes().startswith(b"\x89PNG")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 1 and base64.b64decode(images[0]).startswith(b"\x89PNG")
+    assert "<script" not in page and "http" not in page  # self-contained
+
+    again = build_report(runs, tmp_path / "out2")
+    assert again.markdown.read_text() == md
+
+
+def test_report_needs_records(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no run records"):
+        build_report(tmp_path)
