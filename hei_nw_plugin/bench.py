@@ -86,7 +86,7 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
                 for name, ms in r.timings_ms.items():
                     stages.setdefault(name, []).append(ms)
                 hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
-            row = {
+            row: dict[str, Any] = {
                 "n": n, "accepted": accepted, "write_seconds": write_s, "writes_per_s": n / write_s,
                 "queries": queries, "k": k, "hit_at_1": hits / queries,
                 "latency_ms": {name: _pct(v) for name, v in stages.items()},

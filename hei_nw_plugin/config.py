@@ -20,6 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hei_nw_plugin.errors import ConfigError
 
 
+PiiKind = Literal["email", "phone", "card", "gov_id", "ip"]
+_ALL_PII: tuple[PiiKind, ...] = ("email", "phone", "card", "gov_id", "ip")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -87,8 +91,8 @@ class PackSettings(_Section):
 
     max_mem_tokens: int = Field(128, ge=8, le=8192, description="Hard cap on memory tokens handed to the model.")
     redact_pii: bool = Field(True, description="Redact PII in packed text (and in the stored span).")
-    pii_kinds: list[Literal["email", "phone", "card", "gov_id", "ip"]] = Field(
-        default_factory=lambda: ["email", "phone", "card", "gov_id", "ip"],
+    pii_kinds: list[PiiKind] = Field(
+        default_factory=lambda: list(_ALL_PII),
         description="Which PII kinds the redactor replaces.",
     )
     include_slots: bool = Field(True, description="Include structured slots in the packed text.")

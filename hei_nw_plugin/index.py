@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +22,8 @@ import numpy as np
 from hei_nw_plugin.config import IndexSettings
 
 log = logging.getLogger(__name__)
+
+KeyLoader = Callable[[list[int]], np.ndarray]
 
 
 class ANNIndex(Protocol):
@@ -66,7 +68,7 @@ class USearchIndex:
         if loaded is None or loaded.ndim != self.ndim:
             log.warning("index file %s does not match (ndim %s != %s); rebuilding", path, getattr(loaded, "ndim", None), self.ndim)
             return
-        loaded.expansion_search = self.settings.expansion_search
+        loaded.expansion_search = self.settings.expansion_search  # type: ignore[misc]  # settable at run time
         self._index = loaded
         self.loaded_from_disk = True
 
@@ -121,7 +123,7 @@ class USearchIndex:
             os.replace(tmp, self.path)
             self._dirty = 0
 
-    def reconcile(self, store_ids: np.ndarray, load_keys: "KeyLoader") -> tuple[int, int]:
+    def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]:
         """Make the index hold exactly ``store_ids``; returns (added, removed)."""
         with self._lock:
             store_ids = np.asarray(store_ids, dtype=np.uint64)
@@ -140,9 +142,6 @@ class USearchIndex:
                 self.save()
             return len(missing), len(extra)
 
-
-class KeyLoader(Protocol):
-    def __call__(self, ids: list[int]) -> np.ndarray: ...
 
 
 class NamespacedIndex:

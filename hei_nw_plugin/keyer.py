@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ class DGKeyer:
     def dim(self) -> int:
         return self.settings.dim
 
-    def featurize(self, texts: list[str], slots: list[Mapping[str, Any]]) -> np.ndarray:
+    def featurize(self, texts: list[str], slots: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Dense features, shape (n, embedder.dim + slot_hash_dim), each block L2-normalised and weighted."""
         n = len(texts)
         emb = np.zeros((n, self.embedder.dim), dtype=np.float32)
@@ -108,11 +108,11 @@ class DGKeyer:
         np.divide(z, norms, out=z, where=norms > 0)
         return z
 
-    def key(self, texts: list[str], slots: list[Mapping[str, Any]]) -> np.ndarray:
+    def key(self, texts: list[str], slots: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Sparse keys, shape (n, D), float32."""
         return self.sparsify(self.featurize(texts, slots))
 
-    def encode(self, texts: list[str], slots: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: list[str], slots: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(dense features L2-normalised, sparse keys): the ANN uses keys, completion uses features."""
         feats = self.featurize(texts, slots)
         keys = self.sparsify(feats)

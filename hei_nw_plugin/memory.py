@@ -355,7 +355,7 @@ class HEIMemory:
         """Traces in write order (oldest first), optionally filtered on slots/metadata."""
         if limit < 0 or offset < 0:
             raise InvalidEventError("limit and offset must be >= 0")
-        out = self.store.list(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
+        out = self.store.list_traces(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
         if where:
             out = [t for t in out if _matches(t, where)][offset: offset + limit]
         return out

@@ -208,7 +208,7 @@ class SQLTraceStore:
         """Fold the WAL into the database so shredded keys leave no copy in the log file."""
         try:
             with self.engine.connect() as conn:
-                raw = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
+                raw: Any = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
                 raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except SQLAlchemyError:
             pass  # busy readers: the next checkpoint catches up
@@ -346,7 +346,7 @@ class SQLTraceStore:
     def get_by_key(self, namespace: str, ext_key: str) -> Trace | None:
         return self._one(namespace, traces.c.ext_key == ext_key)
 
-    def list(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
+    def list_traces(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
         ).where(traces.c.namespace == namespace).order_by(traces.c.seq).limit(limit).offset(offset)
