@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from hei_nw_eval.datasets import (
     DatasetFormatError,
     default_datasets_dir,

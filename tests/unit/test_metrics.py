@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from hei_nw_eval import metrics as M
 from hei_nw_eval.porter import stem
 

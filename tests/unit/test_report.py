@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from hei_nw_eval import metrics as M
 from hei_nw_eval.records import Comparison, Curve, MetricValue, RunRecord, load_records, write_record
 from hei_nw_eval.report import build_report

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hei_nw_eval.retrieval_check import CONFIGS, run_retrieval_check
+
 from hei_nw_plugin.embed import HashingEmbedder
 
 FULL, NO_HOPFIELD = CONFIGS[0], CONFIGS[1]

@@ -8,9 +8,9 @@ so: published numbers were computed on the old items.
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 
 import pytest
-
 from hei_nw_eval.items import Episode, Item, Split
 from hei_nw_eval.scenarios import conditions, eval_vocabulary, generate, load_split, save_split
 from hei_nw_eval.scenarios.filler import filler_templates
@@ -19,15 +19,15 @@ GOLDEN = [
     ("A", "full_cue", 0, "Where did Zenobia drop the wicker basket on Saturday morning?", "north pier", 0, 7,
      "Zenobia dropped the wicker basket at the north pier on Saturday morning.", "153750159f81e87e"),
     ("A", "partial_cue", 3, "When did someone unpack the mahogany stool at the ferry terminal?", "Sunday afternoon", 32, 41,
-     "At the ferry terminal on Sunday afternoon, Euphemia unpacked the mahogany stool.", "83727a040883a789"),
-    ("B", "multi_update", 1, "What is Rafferty's locker number now?", "130", 2, 17,
-     "Update: Rafferty's locker is now 130.", "f1859a14a963cb49"),
+     "Euphemia unpacked the mahogany stool on Sunday afternoon, at the ferry terminal.", "c3e9eb4c300872dc"),
+    ("B", "multi_update", 1, "What is Rafferty's locker number now?", "130", 2, 23,
+     "Update: Rafferty's locker is now 130.", "3431a33bf0ce2715"),
     ("C", "lag_long", 0, "Which seat do I want on flights?", "bulkhead seat", 64, 70,
-     "When you book my flights, get me the bulkhead seat.", "4e3aa5083c4a5ae0"),
+     "When you book my flights, get me the bulkhead seat.", "ae069043cb050e4b"),
     ("D", "1k", 2, "Who photographed the ebony cane at the spice bazaar on Saturday afternoon?", "Imelda", 807, 0,
      "On Saturday afternoon, Imelda photographed the ebony cane at the spice bazaar.", "2ed5acf903716a82"),
     ("E", "turns_100", 0, "What did Ambrose hide on Friday evening?", "pewter tankard", 7, 100,
-     "Ludmila: Oh, guess what: on Friday evening, Ambrose hid the pewter tankard at the weaving room.", "1939cfcbf924bc8b"),
+     "Ludmila: Did I tell you? At the weaving room on Friday evening, Ambrose hid the pewter tankard.", "64a33a8bf2afb9dd"),
 ]
 
 
@@ -94,7 +94,7 @@ def _check_item(split: Split, item: Item) -> None:
     for e in stream:
         assert e.should_remember is (e.role != "filler")
     times = [e.timestamp for e in stream]
-    assert all(a is not None and b is not None and a < b for a, b in zip(times, times[1:]))
+    assert all(a is not None and b is not None and a < b for a, b in pairwise(times))
 
 
 @pytest.mark.parametrize("scenario", list("ABCDE"))

@@ -1,0 +1,257 @@
+"""Turn a folder of run records into a Markdown report and a self-contained HTML page.
+
+Everything shown is read back from the JSON records (:mod:`hei_nw_eval.records`):
+nothing is recomputed from raw predictions, so a report can be rebuilt on any
+machine from the committed JSON. Per task there is a metrics table (value and
+95% CI), the paired comparisons between modes, any per-group breakdown, and one
+plot per curve name with a line per (condition, mode). The HTML embeds its plots
+as base64 PNG; the Markdown links the same PNGs, written to ``figures/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from hei_nw_eval.records import Curve, MetricValue, RunRecord, load_records
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where :func:`build_report` wrote its output."""
+
+    markdown: Path
+    html: Path
+    figures: list[Path]
+
+
+@dataclass(frozen=True)
+class _Figure:
+    title: str
+    slug: str
+    png: bytes
+
+
+def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title: str = "HEI-NW evaluation") -> ReportFiles:
+    """Read every run record in ``folder``; write ``report.md``, ``report.html`` and ``figures/*.png``.
+
+    ``out_dir`` defaults to ``folder``. Raises ValueError when the folder holds no records.
+    """
+    records = load_records(folder)
+    if not records:
+        raise ValueError(f"no run records (*.json) in {folder}")
+    out = Path(out_dir) if out_dir is not None else Path(folder)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    by_task: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        by_task[r.task].append(r)
+
+    md: list[str] = [f"# {title}", "", _sources_md(records), ""]
+    body: list[str] = [f"<h1>{html.escape(title)}</h1>", _sources_html(records)]
+    written: list[Path] = []
+    for task, runs in by_task.items():
+        md += [f"## {task}", ""]
+        body.append(f"<h2>{html.escape(task)}</h2>")
+        header, rows = _metric_table(runs)
+        md += _md_table(header, rows) + [""]
+        body.append(_html_table(header, rows))
+        comp_header, comp_rows = _comparison_table(runs)
+        if comp_rows:
+            md += ["**Paired differences (95% bootstrap CI)**", ""] + _md_table(comp_header, comp_rows) + [""]
+            body.append("<h3>Paired differences (95% bootstrap CI)</h3>" + _html_table(comp_header, comp_rows))
+        for group_title, (bh, brows) in _breakdown_tables(runs).items():
+            md += [f"**{group_title}**", ""] + _md_table(bh, brows) + [""]
+            body.append(f"<h3>{html.escape(group_title)}</h3>" + _html_table(bh, brows))
+        for fig in _curve_figures(task, runs):
+            path = fig_dir / f"{fig.slug}.png"
+            path.write_bytes(fig.png)
+            written.append(path)
+            md += [f"![{fig.title}](figures/{path.name})", ""]
+            b64 = base64.b64encode(fig.png).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{b64}">'
+                        f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+        notes = [(r, r.notes) for r in runs if r.notes.strip()]
+        if notes:
+            md += ["**Notes**", ""] + [f"- {_label(r)}: {n.strip()}" for r, n in notes] + [""]
+            body.append("<h3>Notes</h3><ul>" + "".join(
+                f"<li><b>{html.escape(_label(r))}</b>: {html.escape(n.strip())}</li>" for r, n in notes) + "</ul>")
+
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    html_path = out / "report.html"
+    html_path.write_text(_page(title, "\n".join(body)), encoding="utf-8")
+    return ReportFiles(markdown=md_path, html=html_path, figures=written)
+
+
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+
+
+def _label(r: RunRecord) -> str:
+    return f"{r.condition} / {r.mode}" if r.condition else r.mode
+
+
+def _fmt(v: float | None, unit: str | None = None) -> str:
+    if v is None:
+        return "–"
+    if unit in ("ms", "MB", "tokens", "per 1k tokens", "GFLOPs"):
+        return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+    return f"{v:.3f}"
+
+
+def format_metric(m: MetricValue) -> str:
+    """'0.812 [0.780, 0.843] n=500' style cell text (units after the value)."""
+    text = _fmt(m.value, m.unit)
+    if m.unit and m.value is not None:
+        text += f" {m.unit}"
+    if m.low is not None and m.high is not None:
+        text += f" [{_fmt(m.low, m.unit)}, {_fmt(m.high, m.unit)}]"
+    if m.n is not None:
+        text += f" n={m.n}"
+    return text
+
+
+def _metric_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    names: list[str] = []
+    for r in runs:
+        names += [k for k in r.metrics if k not in names]
+    header = ["condition", "mode", "model", "items", *names]
+    rows = []
+    for r in runs:
+        cells = [r.condition or "", r.mode, r.model_id or "", str(r.n_items)]
+        cells += [format_metric(r.metrics[n]) if n in r.metrics else "" for n in names]
+        rows.append(cells)
+    return header, rows
+
+
+def _comparison_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    header = ["condition", "metric", "mode − baseline", "difference", "CI excludes 0"]
+    rows = []
+    for r in runs:
+        for c in r.comparisons:
+            rows.append([r.condition or "", c.metric, f"{c.mode} − {c.baseline}",
+                         format_metric(c.diff), "yes" if c.excludes_zero else "no"])
+    return header, rows
+
+
+def _breakdown_tables(runs: list[RunRecord]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    tables: dict[str, tuple[list[str], list[list[str]]]] = {}
+    for r in runs:
+        if not r.breakdown:
+            continue
+        names: list[str] = []
+        for group in r.breakdown.values():
+            names += [k for k in group if k not in names]
+        rows = [[g, *[format_metric(vals[n]) if n in vals else "" for n in names]] for g, vals in r.breakdown.items()]
+        tables[f"Breakdown: {_label(r)}"] = (["group", *names], rows)
+    return tables
+
+
+def _md_escape(cell: str) -> str:
+    return cell.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _sources_md(records: list[RunRecord]) -> str:
+    commits = sorted({r.git_commit or "unknown" for r in records})
+    models = sorted({r.model_id for r in records if r.model_id})
+    text = f"{len(records)} run records; git commit(s): {', '.join(f'`{c}`' for c in commits)}"
+    if models:
+        text += f"; model(s): {', '.join(f'`{m}`' for m in models)}"
+    return text + "."
+
+
+def _sources_html(records: list[RunRecord]) -> str:
+    return "<p>" + html.escape(_sources_md(records).replace("`", "")) + "</p>"
+
+
+def _page(title: str, body: str) -> str:
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+        "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}"
+        "figcaption{font-size:0.85em;color:#555}"
+    )
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
+# ---------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
+
+
+def _curve_figures(task: str, runs: list[RunRecord]) -> list[_Figure]:
+    by_name: dict[str, list[tuple[str, Curve]]] = defaultdict(list)
+    for r in runs:
+        for name, curve in r.curves.items():
+            by_name[name].append((_label(r), curve))
+    return [
+        _Figure(title=f"{task}: {name}", slug=_slug(f"{task}-{name}"), png=_plot(f"{task}: {name}", series))
+        for name, series in by_name.items()
+    ]
+
+
+def _plot(title: str, series: list[tuple[str, Curve]]) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    first = series[0][1]
+    categorical = any(p.label for _, c in series for p in c.points)
+    tick_labels: dict[float, str] = {}
+    for label, curve in series:
+        pts = [p for p in curve.points if p.y is not None]
+        if not pts:
+            continue
+        if categorical:
+            xs = [float(i) for i, p in enumerate(curve.points) if p.y is not None]
+            for i, p in enumerate(curve.points):
+                tick_labels.setdefault(float(i), p.label or f"{p.x:g}")
+        else:
+            xs = [p.x for p in pts]
+        ys = [float(p.y) for p in pts if p.y is not None]
+        line = ax.plot(xs, ys, marker="o", label=label)[0]
+        if any(p.low is not None and p.high is not None for p in pts):
+            lows = [p.low if p.low is not None else y for p, y in zip(pts, ys, strict=True)]
+            highs = [p.high if p.high is not None else y for p, y in zip(pts, ys, strict=True)]
+            ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
+    if categorical:
+        ax.set_xticks(sorted(tick_labels), [tick_labels[k] for k in sorted(tick_labels)])
+    elif first.log_x and all(p.x > 0 for _, c in series for p in c.points):
+        ax.set_xscale("log")
+    ax.set_xlabel(first.x_label)
+    ax.set_ylabel(first.y_label)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if len(series) > 1 or series[0][0]:
+        ax.legend(fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
