@@ -12,10 +12,11 @@ import pytest
 
 pytest.importorskip("langchain_hei_nw", reason='install the adapter: pip install -e integrations/langchain')
 
-from hei_nw_plugin.embed import HashingEmbedder  # noqa: E402
-from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
-from langchain_core.embeddings import Embeddings  # noqa: E402
-from langchain_core.messages import BaseMessage, SystemMessage  # noqa: E402
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.embeddings import Embeddings
+from langchain_core.messages import BaseMessage, SystemMessage
+
+from hei_nw_plugin.embed import HashingEmbedder
 
 
 class FakeClock:

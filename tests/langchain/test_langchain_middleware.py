@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hei_nw_plugin.errors import InvalidNamespaceError
-from hei_nw_plugin.memory import HEIMemory
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_hei_nw import HEINWMemoryMiddleware
 from langgraph.checkpoint.memory import InMemorySaver
 
-from langchain_hei_nw import HEINWMemoryMiddleware
+from hei_nw_plugin.errors import InvalidNamespaceError
+from hei_nw_plugin.memory import HEIMemory
 
 FACT = "I keep the spare studio key in the blue toolbox in the garage."
 QUESTION = "Where do I keep the spare studio key?"

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hei_nw_plugin.memory import HEIMemory
 from langchain_core.documents import Document
+from langchain_hei_nw import HEINWRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
-from langchain_hei_nw import HEINWRetriever
+from hei_nw_plugin.memory import HEIMemory
 
 EPISODES = [
     {"text": "Priya keeps the spare studio key in the blue toolbox", "slots": {"who": "Priya"}},

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hei_nw_plugin.errors import ConfigError, InvalidEventError
-from hei_nw_plugin.memory import HEIMemory
+from langchain_hei_nw import HEINWStore, from_hei_namespace, to_hei_namespace
 from langgraph.store.base import BaseStore, GetOp, InvalidNamespaceError, ListNamespacesOp, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 
-from langchain_hei_nw import HEINWStore, from_hei_namespace, to_hei_namespace
+from hei_nw_plugin.errors import ConfigError, InvalidEventError
+from hei_nw_plugin.memory import HEIMemory
 
 FACTS = {
     "priya": {"text": "Priya keeps the spare studio key in the blue toolbox", "kind": "fact", "n": 1, "meta": {"lang": "en"}},

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hei_nw_plugin.memory import HEIMemory
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-
 from langchain_hei_nw import memory_tools
+
+from hei_nw_plugin.memory import HEIMemory
 
 
 def _tools(mem: HEIMemory, **kwargs: Any) -> dict[str, Any]:

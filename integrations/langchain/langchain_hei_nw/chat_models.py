@@ -15,12 +15,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hei_nw_plugin.config import ModelSettings
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
+
+from hei_nw_plugin.config import ModelSettings
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 

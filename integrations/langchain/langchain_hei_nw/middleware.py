@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from hei_nw_plugin import HEIMemory, MemoryEvent, RecallResult, SourcePointer
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelCallResult, ModelRequest, ModelResponse
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from hei_nw_plugin import HEIMemory, MemoryEvent, RecallResult, SourcePointer
 from langchain_hei_nw.namespaces import NamespaceSpec, resolve_namespace, thread_id
 from langchain_hei_nw.tools import memory_tools
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hei_nw_plugin import HEIMemory, RecallResult
-from hei_nw_plugin.types import DEFAULT_NAMESPACE, RecalledTrace
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
+
+from hei_nw_plugin import HEIMemory, RecallResult
+from hei_nw_plugin.types import DEFAULT_NAMESPACE, RecalledTrace
 
 
 class HEINWRetriever(BaseRetriever):

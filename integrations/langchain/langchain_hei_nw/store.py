@@ -41,8 +41,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from hei_nw_plugin import HEIMemory, MemoryEvent, Trace
-from hei_nw_plugin.errors import ConfigError, InvalidEventError, TraceNotFoundError, UnknownNamespaceError
 from langgraph.store.base import (
     BaseStore,
     GetOp,
@@ -59,6 +57,8 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
+from hei_nw_plugin import HEIMemory, MemoryEvent, Trace
+from hei_nw_plugin.errors import ConfigError, InvalidEventError, TraceNotFoundError, UnknownNamespaceError
 from langchain_hei_nw.namespaces import from_hei_namespace, to_hei_namespace
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class HEINWStore(BaseStore):
             trace = self._find(ns, op.key)
             if trace is not None:
                 self._drop(ns, trace)
-            return None
+            return
         value = dict(op.value)
         if RESERVED in value:
             raise InvalidEventError(f"item values may not contain the reserved field {RESERVED!r}")
@@ -190,7 +190,7 @@ class HEINWStore(BaseStore):
             logger.debug("write gate rejected put %r in %r: %s (S=%.3f)", op.key, ns, decision.reason, decision.score)
         elif forced and not pinned and decision.trace_id:
             self.memory.unpin(decision.trace_id, namespace=ns)  # pin was only the engine's way to force the write
-        return None
+        return
 
     def _text(self, value: dict[str, Any], index: Literal[False] | list[str] | None) -> str:
         """The text a value is keyed, recalled and packed by."""

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 
-from hei_nw_plugin import HEIMemory, MemoryEvent, SourcePointer
-from hei_nw_plugin.errors import InputError, TraceNotFoundError, UnknownNamespaceError
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool
 
+from hei_nw_plugin import HEIMemory, MemoryEvent, SourcePointer
+from hei_nw_plugin.errors import InputError, TraceNotFoundError, UnknownNamespaceError
 from langchain_hei_nw.namespaces import NamespaceSpec, resolve_namespace, thread_id
 
 REMEMBER_DESCRIPTION = (
