@@ -23,9 +23,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
@@ -109,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--context-window", type=int, default=8192, help="model context in tokens")
     ap.add_argument("--data-dir", help="HEI-NW data folder (default: a new temporary folder)")
     args = ap.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the embedder's tokenizer, before any fork
 
     llm = mock_llm() if args.mock else server_llm(args.api_base, args.model, args.context_window)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="hei-nw-llamaindex-")
