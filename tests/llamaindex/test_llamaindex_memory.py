@@ -126,6 +126,9 @@ def test_set_writes_only_new_messages_and_reset_keeps_long_term(hei: HEIMemory) 
     assert memory.get_all() == []
     assert FACT in system_text(session(hei, "alice", "s2").get(input=FACT_Q))
 
+    restored = session(hei, "dave", "s3", chat_history=[ChatMessage(role=MessageRole.USER, content=FACT)])
+    assert [m.content for m in restored.get_all()] == [FACT] and texts(hei, "dave") == []  # restoring is not saying
+
 
 def test_existing_system_message_is_extended_and_extra_kwargs_are_accepted(hei: HEIMemory) -> None:
     hei.write(FACT, namespace="alice")
