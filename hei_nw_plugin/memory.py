@@ -261,11 +261,12 @@ class HEIMemory:
     # -------------------------------------------------------------------- recall
     def recall(
         self, cue: Cue | str | Mapping[str, Any], k: int = 5, *, namespace: str = DEFAULT_NAMESPACE,
-        where: Mapping[str, Any] | None = None, max_tokens: int | None = None,
+        where: Mapping[str, Any] | None = None, max_tokens: int | None = None, min_similarity: float | None = None,
     ) -> RecallResult:
         """The ``k`` traces best matching a partial cue, ranked, plus packed memory tokens.
 
-        ``where`` keeps only traces whose slots or metadata equal every given value.
+        ``where`` keeps only traces whose slots or metadata equal every given value;
+        ``min_similarity`` drops traces whose cosine to the cue (feature space) is lower.
         Timings are in milliseconds. A namespace never written to recalls nothing.
         """
         t0 = time.perf_counter()
@@ -302,6 +303,8 @@ class HEIMemory:
                 ranked = np.argsort(-scores, kind="stable")
                 weights = np.zeros_like(scores)
             cue_sims = X @ feat
+            if min_similarity is not None:
+                ranked = np.array([j for j in ranked if cue_sims[j] >= min_similarity], dtype=np.int64)
             for j in ranked[:k]:
                 seq = int(seqs[order[j]])
                 recalled.append(RecalledTrace(trace=found[seq], score=float(scores[j]),
@@ -314,7 +317,7 @@ class HEIMemory:
         timings["pack"] = (t5 - t4) * 1000
         timings["total"] = (t5 - t0) * 1000
         self._latencies.append(timings["total"])
-        self._note_recalled([int(seqs[order[j]]) for j in (ranked[:k] if order else [])])
+        self._note_recalled([int(seqs[order[j]]) for j in (ranked[:k] if order else [])])  # feeds retention
         return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
 
     def _note_recalled(self, seqs: list[int]) -> None:
@@ -466,8 +469,10 @@ class HEIMemory:
         return await asyncio.to_thread(self.write_many, events, namespace=namespace)
 
     async def arecall(self, cue: Cue | str | Mapping[str, Any], k: int = 5, *, namespace: str = DEFAULT_NAMESPACE,
-                      where: Mapping[str, Any] | None = None, max_tokens: int | None = None) -> RecallResult:
-        return await asyncio.to_thread(self.recall, cue, k, namespace=namespace, where=where, max_tokens=max_tokens)
+                      where: Mapping[str, Any] | None = None, max_tokens: int | None = None,
+                      min_similarity: float | None = None) -> RecallResult:
+        return await asyncio.to_thread(self.recall, cue, k, namespace=namespace, where=where, max_tokens=max_tokens,
+                                       min_similarity=min_similarity)
 
     async def aget(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace:
         return await asyncio.to_thread(self.get, trace_id, namespace=namespace)

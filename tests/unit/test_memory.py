@@ -221,6 +221,7 @@ def test_where_filter_and_metadata(mem: HEIMemory) -> None:
     r = mem.recall("what does someone like to drink", k=5, namespace="n", where={"src": "email"})
     assert [t.trace.slots["who"] for t in r.traces] == ["Omar"]
     assert r.traces[0].trace.metadata == {"src": "email"}
+    assert mem.recall("zebra quantum umbrella", k=5, namespace="n", min_similarity=0.99).traces == []
 
 
 def test_async_twins(mem: HEIMemory) -> None:
