@@ -42,6 +42,7 @@ class Draft:
 
 
 def filler_draft(rng: random.Random, speaker: str | None = None) -> Draft:
+    """One chit-chat episode, prefixed with ``speaker:`` in dialogue scenarios."""
     text = filler_line(rng)
     return Draft(text=f"{speaker}: {text}" if speaker else text, role="filler", speaker=speaker)
 

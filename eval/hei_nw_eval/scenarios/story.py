@@ -33,10 +33,12 @@ _TEMPLATES = (
 
 
 def random_story(rng: random.Random) -> dict[str, str]:
+    """A story with every slot drawn uniformly from its vocabulary."""
     return {slot: rng.choice(_VALUES[slot]) for slot in SLOTS}
 
 
 def story_text(slots: dict[str, str], rng: random.Random) -> str:
+    """The story as one sentence, in one of four word orders."""
     return rng.choice(_TEMPLATES).format(**slots)
 
 
@@ -56,6 +58,7 @@ def hard_negative(rng: random.Random, story: dict[str, str], asked: str, cue_slo
 
 
 def matches(story: dict[str, str], cue: dict[str, str]) -> bool:
+    """True when the story has every slot value the cue names."""
     return all(story.get(k) == v for k, v in cue.items())
 
 
