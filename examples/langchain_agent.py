@@ -97,7 +97,7 @@ def default_chat_model(base_url: str | None) -> BaseChatModel:
             raise SystemExit('talking to the server needs langchain-openai: pip install "langchain-hei-nw[openai]"') from err
         return ChatOpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "unused"),
                           model=os.environ.get("HEI_NW_MODEL", "hei-nw"), temperature=0)
-    return ChatHEINWLocal(settings=ModelSettings(max_new_tokens=48))
+    return ChatHEINWLocal(model_settings=ModelSettings(max_new_tokens=48))
 
 
 def main(argv: list[str] | None = None) -> None:

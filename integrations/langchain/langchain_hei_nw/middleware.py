@@ -13,7 +13,7 @@ surprise signal), and ``turn_event`` replaces that choice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelCallResult, ModelRequest, ModelResponse
@@ -26,11 +26,11 @@ from langchain_hei_nw.tools import memory_tools
 
 DEFAULT_TEMPLATE = "What you remember about this user from earlier conversations, most relevant first:\n{memory}"
 
-TurnEvent = Callable[[Sequence[BaseMessage]], MemoryEvent | str | None]
+TurnEvent = Callable[[Sequence[BaseMessage]], MemoryEvent | str | Mapping[str, Any] | None]
 """Builds the event written after a turn from the turn's messages (user message(s) to final reply); None skips it."""
 
 
-class HEINWMemoryMiddleware(AgentMiddleware):
+class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     """Recall into the system message before each model call; write the turn back after the agent.
 
     Args:
@@ -116,7 +116,7 @@ class HEINWMemoryMiddleware(AgentMiddleware):
             await self.memory.awrite(found[0], namespace=found[1])
         return None
 
-    def _turn(self, state: AgentState, runtime: Runtime) -> tuple[MemoryEvent | str, str] | None:
+    def _turn(self, state: AgentState, runtime: Runtime) -> tuple[MemoryEvent | str | Mapping[str, Any], str] | None:
         """The event to offer the gate for the turn just finished, and its namespace."""
         if not self.write_turns:
             return None

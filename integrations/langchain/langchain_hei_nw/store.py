@@ -127,7 +127,8 @@ class HEINWStore(BaseStore):
         if isinstance(op, ListNamespacesOp):
             return self._list_namespaces(op)
         if isinstance(op, PutOp):
-            return self._put(op)
+            self._put(op)
+            return None
         raise ValueError(f"Unknown operation type: {type(op).__name__}")
 
     # --------------------------------------------------------------------- get

@@ -13,6 +13,7 @@ every user of an agent. Errors the model can fix come back as the tool's answer.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool
@@ -39,7 +40,7 @@ def memory_tools(memory: HEIMemory, *, namespace: NamespaceSpec = None, min_simi
 def remember_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None) -> BaseTool:
     """A tool that pins one fact in the caller's namespace."""
 
-    def remember(fact: str, runtime: ToolRuntime = None) -> str:  # type: ignore[assignment]  # injected by the agent
+    def remember(fact: str, runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]  # injected by the agent
         ns = resolve_namespace(namespace, runtime)
         event = MemoryEvent(text=fact, pin=True, source=SourcePointer(conversation_id=thread_id(runtime)))
         try:
@@ -48,7 +49,7 @@ def remember_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None) -> Base
             return f"Not saved: {err}"
         return f"Saved to memory (id {decision.trace_id})."
 
-    async def aremember(fact: str, runtime: ToolRuntime = None) -> str:  # type: ignore[assignment]
+    async def aremember(fact: str, runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
         return await asyncio.to_thread(remember, fact, runtime)
 
     return StructuredTool.from_function(func=remember, coroutine=aremember, name="remember", description=REMEMBER_DESCRIPTION)
@@ -57,7 +58,7 @@ def remember_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None) -> Base
 def forget_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None, min_similarity: float = 0.5) -> BaseTool:
     """A tool that deletes one memory by id or by description."""
 
-    def forget(what: str, runtime: ToolRuntime = None) -> str:  # type: ignore[assignment]
+    def forget(what: str, runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
         ns = resolve_namespace(namespace, runtime)
         target = what.strip()
         if not target:
@@ -77,7 +78,7 @@ def forget_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None, min_simil
         memory.delete(trace.id, namespace=ns)
         return f"Forgotten: {trace.text}"
 
-    async def aforget(what: str, runtime: ToolRuntime = None) -> str:  # type: ignore[assignment]
+    async def aforget(what: str, runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
         return await asyncio.to_thread(forget, what, runtime)
 
     return StructuredTool.from_function(func=forget, coroutine=aforget, name="forget", description=FORGET_DESCRIPTION)
