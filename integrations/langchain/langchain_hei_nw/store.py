@@ -191,7 +191,6 @@ class HEINWStore(BaseStore):
             logger.debug("write gate rejected put %r in %r: %s (S=%.3f)", op.key, ns, decision.reason, decision.score)
         elif forced and not pinned and decision.trace_id:
             self.memory.unpin(decision.trace_id, namespace=ns)  # pin was only the engine's way to force the write
-        return
 
     def _text(self, value: dict[str, Any], index: Literal[False] | list[str] | None) -> str:
         """The text a value is keyed, recalled and packed by."""
