@@ -134,3 +134,12 @@ def test_with_tools_gives_the_agent_remember_and_forget(mem: HEIMemory, recorder
     assert {t.name for t in middleware.tools} == {"remember", "forget"}
     assert "Saved to memory" in out["messages"][2].text
     assert [t.text for t in mem.list_traces(namespace="priya")] == ["Priya's locker code is 4471"]
+
+
+def test_min_similarity_keeps_unrelated_memories_out(mem: HEIMemory, recorder: Any) -> None:
+    mem.write({"text": "Marco adopted a grey cat called Pixel", "pin": True}, namespace="priya")
+    _ask(_agent(mem, write_turns=False), QUESTION, user="priya", thread="t1", recorder=recorder)
+    assert "Pixel" in recorder.system_text(-1)  # k=5 recalls whatever there is
+    _ask(_agent(mem, write_turns=False, min_similarity=0.9), QUESTION, user="priya", thread="t2", recorder=recorder)
+    assert "Pixel" not in recorder.system_text(-1)
+    assert recorder.system_text(-1) == "You are a helpful assistant."

@@ -39,6 +39,7 @@ class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             ``user_id`` in the run's context or ``configurable``.
         k: Traces recalled per model call.
         max_tokens: Memory-token budget per call (None: the engine's ``pack.max_mem_tokens``).
+        min_similarity: Leave out recalled traces whose cosine to the cue is lower (None: keep all k).
         template: How the memory is introduced in the system message; ``{memory}`` is replaced.
         write_turns: Offer each finished turn to the write gate.
         turn_event: Replaces the default turn-to-event choice (see the module docstring).
@@ -52,6 +53,7 @@ class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         namespace: NamespaceSpec = None,
         k: int = 5,
         max_tokens: int | None = None,
+        min_similarity: float | None = None,
         template: str = DEFAULT_TEMPLATE,
         write_turns: bool = True,
         turn_event: TurnEvent | None = None,
@@ -64,6 +66,7 @@ class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.namespace = namespace
         self.k = k
         self.max_tokens = max_tokens
+        self.min_similarity = min_similarity
         self.template = template
         self.write_turns = write_turns
         self.turn_event = turn_event or user_words
@@ -77,7 +80,8 @@ class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         if cue is None:
             return handler(request)
         ns = resolve_namespace(self.namespace, request.runtime)
-        return handler(self._with_memory(request, self.memory.recall(cue, self.k, namespace=ns, max_tokens=self.max_tokens)))
+        result = self.memory.recall(cue, self.k, namespace=ns, max_tokens=self.max_tokens, min_similarity=self.min_similarity)
+        return handler(self._with_memory(request, result))
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
@@ -86,7 +90,8 @@ class HEINWMemoryMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         if cue is None:
             return await handler(request)
         ns = resolve_namespace(self.namespace, request.runtime)
-        result = await self.memory.arecall(cue, self.k, namespace=ns, max_tokens=self.max_tokens)
+        result = await self.memory.arecall(cue, self.k, namespace=ns, max_tokens=self.max_tokens,
+                                           min_similarity=self.min_similarity)
         return await handler(self._with_memory(request, result))
 
     def _with_memory(self, request: ModelRequest, result: RecallResult) -> ModelRequest:

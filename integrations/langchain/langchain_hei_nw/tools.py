@@ -69,10 +69,10 @@ def forget_tool(memory: HEIMemory, *, namespace: NamespaceSpec = None, min_simil
             trace = None
         if trace is None:
             try:
-                hits = memory.recall(target, 1, namespace=ns).traces
+                hits = memory.recall(target, 1, namespace=ns, min_similarity=min_similarity).traces
             except InputError as err:
                 return f"Nothing forgotten: {err}"
-            if not hits or hits[0].ann_similarity < min_similarity:
+            if not hits:
                 return "Nothing forgotten: no memory matches that closely enough."
             trace = hits[0].trace
         memory.delete(trace.id, namespace=ns)
