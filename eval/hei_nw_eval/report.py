@@ -59,9 +59,9 @@ def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title
     for task, runs in by_task.items():
         md += [f"## {task}", ""]
         body.append(f"<h2>{html.escape(task)}</h2>")
-        header, rows = _metric_table(runs)
-        md += _md_table(header, rows) + [""]
-        body.append(_html_table(header, rows))
+        for kind, (header, rows) in _metric_tables(runs).items():
+            md += [f"**{kind}**", ""] + _md_table(header, rows) + [""]
+            body.append(f"<h3>{html.escape(kind)}</h3>" + _html_table(header, rows))
         comp_header, comp_rows = _comparison_table(runs)
         if comp_rows:
             md += ["**Paired differences (95% bootstrap CI)**", ""] + _md_table(comp_header, comp_rows) + [""]
@@ -119,17 +119,26 @@ def format_metric(m: MetricValue) -> str:
     return text
 
 
-def _metric_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
-    names: list[str] = []
+def _metric_tables(runs: list[RunRecord]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Quality metrics (rates, no unit) and cost metrics (with a unit) as two tables."""
+    quality: list[str] = []
+    cost: list[str] = []
     for r in runs:
-        names += [k for k in r.metrics if k not in names]
-    header = ["condition", "mode", "model", "items", *names]
-    rows = []
-    for r in runs:
-        cells = [r.condition or "", r.mode, r.model_id or "", str(r.n_items)]
-        cells += [format_metric(r.metrics[n]) if n in r.metrics else "" for n in names]
-        rows.append(cells)
-    return header, rows
+        for name, m in r.metrics.items():
+            target = cost if m.unit else quality
+            if name not in quality and name not in cost:
+                target.append(name)
+    tables = {}
+    for kind, names in (("Quality", quality), ("Cost", cost)):
+        if not names:
+            continue
+        rows = []
+        for r in runs:
+            cells = [r.condition or "", r.mode, r.model_id or "", str(r.n_items)]
+            cells += [format_metric(r.metrics[n]) if n in r.metrics else "" for n in names]
+            rows.append(cells)
+        tables[kind] = (["condition", "mode", "model", "items", *names], rows)
+    return tables
 
 
 def _comparison_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
@@ -206,14 +215,16 @@ def _slug(text: str) -> str:
 
 
 def _curve_figures(task: str, runs: list[RunRecord]) -> list[_Figure]:
-    by_name: dict[str, list[tuple[str, Curve]]] = defaultdict(list)
+    """One figure per (condition, curve name), one line per mode."""
+    groups: dict[tuple[str, str], list[tuple[str, Curve]]] = defaultdict(list)
     for r in runs:
         for name, curve in r.curves.items():
-            by_name[name].append((_label(r), curve))
-    return [
-        _Figure(title=f"{task}: {name}", slug=_slug(f"{task}-{name}"), png=_plot(f"{task}: {name}", series))
-        for name, series in by_name.items()
-    ]
+            groups[(r.condition or "", name)].append((r.mode, curve))
+    figures = []
+    for (condition, name), series in groups.items():
+        title = " · ".join(x for x in (task, condition, name) if x)
+        figures.append(_Figure(title=title, slug=_slug(title), png=_plot(title, series)))
+    return figures
 
 
 def _plot(title: str, series: list[tuple[str, Curve]]) -> bytes:
@@ -250,7 +261,9 @@ def _plot(title: str, series: list[tuple[str, Curve]]) -> bytes:
     ax.set_ylabel(first.y_label)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if len(series) > 1 or series[0][0]:
+    if len(series) > 4:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif len(series) > 1 or series[0][0]:
         ax.legend(fontsize="small")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})

@@ -226,7 +226,9 @@ def _summarise(results: list[_QueryResult], k: int, seed: int, n_boot: int) -> t
     rankings = [r.ranked for r in results]
     relevant = [r.relevant for r in results]
     ks = sorted({1, min(5, k), k})
-    per_query = M.retrieval_per_query(rankings, relevant, ks)
+    every = M.retrieval_per_query(rankings, relevant, ks)
+    # Most items have one evidence episode, so P@k for k > 1 is just recall@k / k: keep P@1 and recall@k.
+    per_query = {"p@1": every["p@1"], **{f"recall@{x}": every[f"recall@{x}"] for x in ks if x > 1}, "mrr": every["mrr"]}
     per_query["collision"] = M.collision_per_query(rankings, [r.confusers for r in results])
     per_query["near_miss"] = M.near_miss_per_query(rankings, relevant, min(5, k))
     metrics = {name: MetricValue.of(M.bootstrap_ci(vals, n_boot=n_boot, seed=seed)) for name, vals in per_query.items()}
