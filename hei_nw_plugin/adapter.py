@@ -143,6 +143,35 @@ class EpisodicAdapter(nn.Module):
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
             nn.init.normal_(lin.weight, std=0.02)
 
+    @torch.no_grad()
+    def init_from_attention(self, layer: nn.Module) -> None:
+        """Start as a copy of decoder layer ``n``'s self-attention, pointed at memory.
+
+        Layer ``n`` reads exactly the hidden states the adapter sees, so its
+        query/key/value/output projections and input norm already match tokens
+        by content in this space; the adapter starts as "layer n also attending to
+        memory" (without rotary positions) and training mostly has to open the
+        gate and specialise. K/V heads are copied when the counts match, repeated
+        for more heads, averaged for fewer (MQA).
+        """
+        c = self.config
+        attn = layer.self_attn
+        norm = layer.input_layernorm.weight
+        self.query_norm.weight.copy_(norm)
+        self.memory_norm.weight.copy_(norm)
+        self.q_proj.weight.copy_(attn.q_proj.weight)
+        self.o_proj.weight.copy_(attn.o_proj.weight)
+        base_kv = attn.k_proj.weight.shape[0] // c.head_dim
+        if c.kv_heads % base_kv and base_kv % c.kv_heads:
+            raise ConfigError(f"cannot map the layer's {base_kv} K/V heads onto {c.kv_heads}")
+        for mine, theirs in ((self.k_proj, attn.k_proj), (self.v_proj, attn.v_proj)):
+            w = theirs.weight.view(base_kv, c.head_dim, -1)
+            if c.kv_heads >= base_kv:
+                w = w.repeat_interleave(c.kv_heads // base_kv, dim=0)
+            else:
+                w = w.view(c.kv_heads, base_kv // c.kv_heads, c.head_dim, -1).mean(dim=1)
+            mine.weight.copy_(w.reshape(c.kv_heads * c.head_dim, -1))
+
     def project_memory(self, memory: MemoryState) -> MemoryKV:
         """Project memory vectors to keys and values once per generation."""
         c = self.config

@@ -34,7 +34,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter, added_params, weights_sha256
+from hei_nw_plugin.adapter import (
+    AdapterConfig,
+    AdapterHook,
+    EpisodicAdapter,
+    added_params,
+    decoder_layers,
+    weights_sha256,
+)
 from hei_nw_plugin.config import ModelSettings
 from hei_nw_plugin.model.loading import LoadedModel, generation_record, load_base_model
 from hei_nw_plugin.model.prompting import answer_messages, prompt_memory
@@ -50,11 +57,15 @@ class TrainConfig:
     """Everything that determines the trained weights."""
 
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     depth: float = 0.6
-    kv_heads: int | None = 1
+    kv_heads: int | None = 3
+    """3 = the base model's own K/V grouping (GQA), so the block can start as a copy of layer n's attention."""
+    init_from_layer: bool = True
+    gate_lr_scale: float = 10.0
+    """The zero-initialised gate learns this much faster than the projections, so it opens early."""
     max_mem_tokens: int = 128
-    max_facts: int = 6
+    max_facts: int = 4
     batch_size: int = 8
     adapter_steps: int = 150
     adapter_lr: float = 2e-3
@@ -125,10 +136,11 @@ def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def _train(
-    lm: LoadedModel, hook: AdapterHook, params: list[torch.nn.Parameter], rows: list[QARow],
+    lm: LoadedModel, hook: AdapterHook, groups: list[dict[str, Any]], rows: list[QARow],
     routes: list[str], *, body: tuple[Any, Any], steps: int, lr: float, cfg: TrainConfig, label: str,
 ) -> list[dict[str, float]]:
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    params = [p for g in groups for p in g["params"]]
     decoder, lm_head = body
     curve: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -136,14 +148,14 @@ def _train(
         chunk = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
         batch = encode_batch(lm.tokenizer, rows[chunk], routes[chunk])
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, cfg.warmup_steps)
+            group["lr"] = _lr_at(step, steps, lr, cfg.warmup_steps) * group.get("lr_scale", 1.0)
         loss = batch_loss(lm, hook, batch, decoder, lm_head)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         curve.append({"step": step, "loss": round(loss.item(), 5), "elapsed_s": round(time.perf_counter() - t0, 2)})
-        if step % 10 == 0 or step == steps - 1:
+        if step % 5 == 0 or step == steps - 1:
             print(f"[{label}] step {step:4d} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     return curve
 
@@ -180,8 +192,12 @@ def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *,
     n_adapter = cfg.adapter_steps * cfg.batch_size
     n_reader = cfg.reader_steps * cfg.batch_size if with_reader else 0
     rows = generate_rows(n_adapter + n_reader, seed=cfg.seed, max_facts=cfg.max_facts)
+    if cfg.init_from_layer and adapter.config.layer < lm.num_layers:
+        adapter.init_from_attention(decoder_layers(lm.model)[adapter.config.layer])
+    others = [p for name, p in adapter.named_parameters() if name != "gate"]
+    groups = [{"params": others}, {"params": [adapter.gate], "lr_scale": cfg.gate_lr_scale}]
     adapter_curve = _train(
-        lm, hook, list(adapter.parameters()), rows[:n_adapter], ["adapter"] * n_adapter,
+        lm, hook, groups, rows[:n_adapter], ["adapter"] * n_adapter,
         body=body, steps=cfg.adapter_steps, lr=cfg.adapter_lr, cfg=cfg, label="adapter",
     )
     for p in adapter.parameters():
@@ -196,7 +212,7 @@ def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *,
         routes = [rng.choice(ROUTES) for _ in range(n_reader)]
         lora_params = [p for p in peft_model.parameters() if p.requires_grad]
         reader_curve = _train(
-            lm, hook, lora_params, rows[n_adapter:], routes,
+            lm, hook, [{"params": lora_params}], rows[n_adapter:], routes,
             body=body, steps=cfg.reader_steps, lr=cfg.reader_lr, cfg=cfg, label="reader",
         )
         peft_model.save_pretrained(str(out / READER_DIR))

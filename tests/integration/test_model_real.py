@@ -1,0 +1,119 @@
+"""The real SmolLM2-135M-Instruct: conversion, logit identity, KV cache, B0 vs B1, surprise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter  # noqa: E402
+from hei_nw_plugin.config import HeiNwSettings  # noqa: E402
+from hei_nw_plugin.model.loading import CONVERSION_RECORD, load_base_model  # noqa: E402
+from hei_nw_plugin.model.prompting import answer_messages  # noqa: E402
+from hei_nw_plugin.wrapper import SHIPPED_WEIGHTS, HeiNwForCausalLM  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+PROMPTS = [
+    ("Where does Nadia keep the spare key?", ""),
+    ("Who gave the red bicycle to Jonas?", "1. [2023-04-02] Priya gave the red bicycle to Jonas."),
+    ("Tell me a short story about a lighthouse.", ""),
+]
+MEMORY = "1. [2023-05-01] Nadia keeps the spare key in the garden shed.\n2. [2023-06-11] Viktor moved to Krakow."
+
+
+@pytest.fixture(scope="module")
+def lm() -> HeiNwForCausalLM:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    return HeiNwForCausalLM.from_settings(HeiNwSettings.build(model={"memory_route": "both"}), mode="B0")
+
+
+def _enc(lm: HeiNwForCausalLM, question: str, memory: str) -> dict[str, torch.Tensor]:
+    return dict(lm.tokenizer.apply_chat_template(
+        answer_messages(question, memory), add_generation_prompt=True, return_tensors="pt", return_dict=True))
+
+
+def test_embedded_model_is_converted_once_into_a_complete_folder(lm: HeiNwForCausalLM) -> None:
+    folder = Path(lm.model_path)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", CONVERSION_RECORD):
+        assert (folder / name).is_file(), name
+    assert "chat_template" in (folder / "tokenizer_config.json").read_text() or (folder / "chat_template.jinja").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")]  # no half-written temp
+
+
+def test_untrained_adapter_with_memory_keeps_base_logits() -> None:
+    loaded = load_base_model()
+    model, tok = loaded.model, loaded.tokenizer
+    hook = AdapterHook(model, EpisodicAdapter(AdapterConfig.for_model(model.config)))
+    state = hook.encode_memory(tok, [MEMORY])
+    worst = 0.0
+    for question, memory in PROMPTS:
+        enc = dict(tok.apply_chat_template(answer_messages(question, memory), add_generation_prompt=True, return_tensors="pt", return_dict=True))
+        with torch.no_grad():
+            base = model(**enc).logits
+            with hook.memory(state):
+                with_adapter = model(**enc).logits
+        worst = max(worst, (with_adapter - base).abs().max().item())
+    assert worst <= 1e-5
+
+
+def test_trained_adapter_and_reader_without_memory_keep_base_logits(lm: HeiNwForCausalLM) -> None:
+    assert lm.adapter is not None and lm.has_reader, "shipped weights should load for the embedded model"
+    assert lm.adapter.gate.abs().max() > 0  # really trained
+    for question, memory in PROMPTS:
+        enc = _enc(lm, question, memory)
+        with torch.no_grad():
+            with lm.base_only():
+                base = lm.model(**enc).logits
+            with lm._loras(lm._plan("")[2]), lm.hook.memory(None):  # what B1 runs with nothing recalled
+                b1_empty = lm.model(**enc).logits
+        assert (b1_empty - base).abs().max().item() <= 1e-5
+
+
+def test_generate_with_kv_cache_matches_full_recompute(lm: HeiNwForCausalLM) -> None:
+    enc = _enc(lm, "Where does Nadia keep the spare key?", "(attached)")
+    state = lm.hook.encode_memory(lm.tokenizer, [MEMORY])
+    with torch.no_grad(), lm.base_only(), lm.hook.memory(state):
+        cached = lm.model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+        full = lm.model.generate(**enc, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=lm.tokenizer.pad_token_id)
+    assert torch.equal(cached, full)
+
+
+def test_b0_misses_b1_recalls_a_fact_written_by_the_gate(lm: HeiNwForCausalLM, tmp_path: Path) -> None:
+    from hei_nw_plugin.memory import HEIMemory
+
+    with HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path})) as mem:
+        lm.memory = mem
+        decision = mem.write("Nadia keeps the spare key in the garden shed.", namespace="u")
+        assert decision.accepted and decision.components.surprise_source == "model_nll"
+        mem.write("Viktor moved to Krakow last spring.", namespace="u")
+        question = "Where does Nadia keep the spare key?"
+        lm.mode = "B0"
+        b0 = lm.generate_answer(question, namespace="u")
+        lm.mode = "B1"
+        answers = {}
+        for route in ("prefix", "adapter", "both"):
+            lm.route = route
+            answers[route] = lm.generate_answer(question, namespace="u")
+        lm.memory = None
+    assert b0.text.lower() != "garden shed"
+    assert answers["prefix"].text.lower() == "garden shed", answers["prefix"]
+    assert answers["both"].text.lower() == "garden shed", answers["both"]
+    assert "garden shed" in answers["prefix"].memory_text
+
+
+def test_model_surprise_ranks_gibberish_above_plain_text(lm: HeiNwForCausalLM) -> None:
+    plain = lm.surprise.nll("The cat sat on the mat and went to sleep.")
+    odd = lm.surprise.nll("Zq7 vorp klaxed umbly 93xx frin the dwomp.")
+    assert 0.5 < plain < odd
+
+
+def test_shipped_weights_exist() -> None:
+    for name in ("adapter.safetensors", "adapter_config.json", "loss_curve.json", "train_summary.json"):
+        assert (SHIPPED_WEIGHTS / name).is_file(), name
