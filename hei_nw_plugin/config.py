@@ -145,6 +145,11 @@ class ModelSettings(_Section):
     adapter_kv_heads: int | None = Field(1, ge=1, description="K/V heads of the adapter (1 = MQA, None = one per query head, else GQA).")
     adapter_weights: Path | None = Field(None, description="Trained adapter weights; None uses the shipped weights when the model matches.")
     memory_route: Literal["prefix", "adapter", "both"] = Field("prefix", description="How memory reaches the model in B1/B2.")
+    memory_reader: bool = Field(True, description="Apply the memory-reader LoRA while memory is present (B1/B2); off reports the adapter/prefix alone.")
+    reader_weights: Path | None = Field(None, description="Memory-reader LoRA folder (peft); None uses the shipped one when the model matches.")
+    consolidated_weights: Path | None = Field(None, description="Consolidated LoRA folder (peft) that modes B2/B3 need.")
+    recall_k: int = Field(3, ge=1, le=256, description="Traces recalled per question in B1/B2 (recall's k, not k-WTA's).")
+    answer_max_new_tokens: int = Field(16, ge=1, le=4096, description="Generation cap for short answers (tokens); generation also stops at a newline.")
 
 
 class HeiNwSettings(BaseSettings):
