@@ -10,7 +10,9 @@
 * reward ∈ [0, 1] and pin ∈ {0, 1} come from the caller.
 
 An unpinned event whose key is within ``duplicate_similarity`` of a stored key
-is rejected as a duplicate whatever S is.
+is rejected as a duplicate whatever S is. Three caller signals bypass the
+threshold: ``pin`` (reason 'pinned'), ``force`` ('forced', not protected from
+decay) and an update of an existing caller key ('update').
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class GateTelemetry:
         else:
             tokens = self.tokens[namespace]
             by_reason = Counter(self.decisions[namespace])
-        accepted = by_reason["pinned"] + by_reason["above_threshold"]
+        accepted = by_reason["pinned"] + by_reason["forced"] + by_reason["update"] + by_reason["above_threshold"]
         rejected = by_reason["below_threshold"] + by_reason["duplicate"]
         return {
             "accepted": accepted,
@@ -146,7 +148,8 @@ class WriteGate:
         return min(1.0, max(0.0, nll / self.settings.surprise_scale)), "model_nll"
 
     def decide(
-        self, *, namespace: str, text: str, nearest_similarity: float | None, reward: float, pin: bool, tokens: int
+        self, *, namespace: str, text: str, nearest_similarity: float | None, reward: float, pin: bool, tokens: int,
+        force: bool = False, update: bool = False,
     ) -> WriteDecision:
         """Score one event; ``nearest_similarity`` is the cosine to the closest stored key (None if none)."""
         s = self.settings
@@ -156,6 +159,10 @@ class WriteGate:
         score = s.alpha * surprise + s.beta * novelty + s.gamma * reward + s.delta * comps.pin
         if pin:
             reason = "pinned"
+        elif force:
+            reason = "forced"
+        elif update:
+            reason = "update"
         elif nearest_similarity is not None and nearest_similarity >= s.duplicate_similarity:
             reason = "duplicate"
         elif score >= s.tau:
@@ -164,6 +171,6 @@ class WriteGate:
             reason = "below_threshold"
         self.telemetry.observe(namespace, tokens, reason)
         return WriteDecision(
-            accepted=reason in ("pinned", "above_threshold"), score=score, threshold=s.tau,
+            accepted=reason in ("pinned", "forced", "update", "above_threshold"), score=score, threshold=s.tau,
             components=comps, reason=reason, namespace=namespace,
         )

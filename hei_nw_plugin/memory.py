@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import threading
 import time
 import unicodedata
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,9 @@ from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.types import (
     DEFAULT_NAMESPACE, Cue, MemoryEvent, MemoryTokens, RecalledTrace, RecallResult, Trace, WriteDecision,
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class VerifyReport(BaseModel):
@@ -89,6 +93,9 @@ class HEIMemory:
         index_dir = (s.store.data_dir / "index" / _url_tag(s.sqlalchemy_url)) if persist_index else None
         self.index = NamespacedIndex(s.keyer.dim, s.index, index_dir)
         self._pending_touch: dict[int, tuple[int, float]] = {}
+        self._flusher: threading.Thread | None = None
+        self._feat_cache: OrderedDict[int, np.ndarray] = OrderedDict()  # seq -> dense features (float16)
+        self._slot_cache: dict[int, dict[str, Any]] = {}  # seq -> slots, for newest-wins ranking
         self._touch_lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
@@ -213,11 +220,15 @@ class HEIMemory:
             row_keys: list[np.ndarray] = []
             batch = np.zeros((len(evs), keys.shape[1]), dtype=np.float32)  # accepted keys so far, for novelty
             now = time.time()
+            # A keyed event whose key is already stored is an update: it always replaces the old trace,
+            # since refusing it would leave the stale version live.
+            known = self.store.existing_keys(ns, [e.key for e in evs if e.key is not None])
             for ev, text, sl, key, feat in zip(evs, texts, slots, keys, feats, strict=True):
                 nearest = self._nearest(graph, key, batch[: len(row_keys)])
                 decision = self.gate.decide(
                     namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
-                    tokens=ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text))
+                    tokens=ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text),
+                    force=ev.force, update=ev.key is not None and ev.key in known)
                 if decision.accepted:
                     created = _ts(ev.timestamp) if ev.timestamp else now
                     ttl = ev.ttl_s or self.settings.decay.ttl_s
@@ -234,13 +245,18 @@ class HEIMemory:
                     batch[len(row_keys)] = key
                     rows.append(row)
                     row_keys.append(key)
+                    if ev.key is not None:
+                        known.add(ev.key)
                 decisions.append(decision)
             if rows:
                 refs = self.store.insert(rows)
-                replaced = [r.replaced_seq for r in refs if r.replaced_seq is not None]
+                replaced = {r.replaced_seq for r in refs if r.replaced_seq is not None}
                 if replaced:
-                    graph.remove(replaced)
-                graph.add(np.array([r.seq for r in refs], dtype=np.uint64), np.stack(row_keys))
+                    graph.remove(sorted(replaced))
+                    self._forget_features(sorted(replaced))
+                # A key repeated inside one batch: only its last version is live.
+                live = [i for i, r in enumerate(refs) if r.seq not in replaced]
+                graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]))
                 if self.settings.decay.capacity is not None:
                     self._evict_capacity(ns)
         return decisions
@@ -284,31 +300,52 @@ class HEIMemory:
         seqs, sims = graph.search(key, n_cand)
         t2 = time.perf_counter()
         timings["ann"] = (t2 - t1) * 1000
-        found, stored_feats, _errors = self.store.fetch(ns, [int(s) for s in seqs])
-        order = [i for i, s in enumerate(seqs) if int(s) in found]  # drop stale or tampered ids
-        if where:
-            order = [i for i in order if _matches(found[int(seqs[i])], where)]
+        seq_list = [int(s) for s in seqs]
+        found: dict[int, Trace] = {}
+        if where:  # filtering needs slots and metadata of every candidate
+            found, fmap, _errors = self.store.fetch(ns, seq_list)
+            self._cache_features(fmap, found)
+            cand = [s for s in seq_list if s in found and _matches(found[s], where)]
+        else:
+            fmap = self._features(ns, seq_list)
+            cand = [s for s in seq_list if s in fmap]
         t3 = time.perf_counter()
         timings["fetch"] = (t3 - t2) * 1000
         recalled: list[RecalledTrace] = []
-        if order:
+        top: list[int] = []
+        if cand:
             # Ranking happens in the dense feature space (k-WTA only finds candidates).
-            X = np.stack([stored_feats[int(seqs[i])] for i in order])
+            X = np.stack([fmap[s] for s in cand]).astype(np.float32)
             X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
             if self.settings.hopfield.enabled:
                 comp = self.hopfield.complete(feat, X)
-                ranked, scores, weights = comp.order, comp.scores, comp.weights
+                scores, weights = comp.scores.copy(), comp.weights
             else:
                 scores = X @ feat
-                ranked = np.argsort(-scores, kind="stable")
                 weights = np.zeros_like(scores)
             cue_sims = X @ feat
+            if self.settings.hopfield.supersede_slots:
+                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand)
+            ranked = [int(j) for j in np.argsort(-scores, kind="stable")]
             if min_similarity is not None:
-                ranked = np.array([j for j in ranked if cue_sims[j] >= min_similarity], dtype=np.int64)
-            for j in ranked[:k]:
-                seq = int(seqs[order[j]])
-                recalled.append(RecalledTrace(trace=found[seq], score=float(scores[j]),
-                                              ann_similarity=float(cue_sims[j]), hopfield_weight=float(weights[j])))
+                ranked = [j for j in ranked if cue_sims[j] >= min_similarity]
+            # Decrypt only what is returned; a row deleted, expired or tampered since is skipped.
+            pos = 0
+            while len(recalled) < k and pos < len(ranked):
+                chunk = ranked[pos: pos + (k - len(recalled)) + 2]
+                pos += len(chunk)
+                need = [cand[j] for j in chunk if cand[j] not in found]
+                if need:
+                    got, _f, _errors = self.store.fetch(ns, need)
+                    found.update(got)
+                for j in chunk:
+                    s = cand[j]
+                    if s in found and len(recalled) < k:
+                        recalled.append(RecalledTrace(trace=found[s], score=float(scores[j]),
+                                                      ann_similarity=float(cue_sims[j]), hopfield_weight=float(weights[j])))
+                        top.append(s)
+                    elif s not in found:
+                        self._forget_features([s])
         t4 = time.perf_counter()
         timings["hopfield"] = (t4 - t3) * 1000
         tokens = self.packer.pack([r.trace for r in recalled], max_tokens=max_tokens) if recalled else \
@@ -317,8 +354,44 @@ class HEIMemory:
         timings["pack"] = (t5 - t4) * 1000
         timings["total"] = (t5 - t0) * 1000
         self._latencies.append(timings["total"])
-        self._note_recalled([int(seqs[order[j]]) for j in (ranked[:k] if order else [])])  # feeds retention
+        self._note_recalled(top)  # feeds retention
         return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
+
+    def _features(self, ns: str, seqs: list[int]) -> dict[int, np.ndarray]:
+        """Dense features of candidates: from the in-process cache, else decrypted from the store once."""
+        out: dict[int, np.ndarray] = {}
+        missing: list[int] = []
+        with self._touch_lock:
+            for s in seqs:
+                f = self._feat_cache.get(s)
+                if f is None:
+                    missing.append(s)
+                else:
+                    self._feat_cache.move_to_end(s)
+                    out[s] = f
+        if missing:
+            traces, fmap, _errors = self.store.fetch(ns, missing)
+            self._cache_features(fmap, traces)
+            out.update(fmap)
+        return out
+
+    def _cache_features(self, fmap: Mapping[int, np.ndarray], traces: Mapping[int, Trace]) -> None:
+        cap = self.settings.index.feature_cache
+        with self._touch_lock:
+            for s, t in traces.items():
+                self._slot_cache[s] = t.slots
+        with self._touch_lock:
+            for s, f in fmap.items():
+                self._feat_cache[s] = f.astype(np.float16)
+            while len(self._feat_cache) > cap:
+                old, _ = self._feat_cache.popitem(last=False)
+                self._slot_cache.pop(old, None)
+
+    def _forget_features(self, seqs: Sequence[int]) -> None:
+        with self._touch_lock:
+            for s in seqs:
+                self._feat_cache.pop(int(s), None)
+                self._slot_cache.pop(int(s), None)
 
     def _note_recalled(self, seqs: list[int]) -> None:
         now = time.time()
@@ -326,9 +399,17 @@ class HEIMemory:
             for s in seqs:
                 n, _ = self._pending_touch.get(s, (0, now))
                 self._pending_touch[s] = (n + 1, now)
-            flush = len(self._pending_touch) >= 256
-        if flush:
+            flush = len(self._pending_touch) >= 256 and (self._flusher is None or not self._flusher.is_alive())
+            if flush:
+                # Recall counts only steer eviction: write them off the recall path.
+                self._flusher = threading.Thread(target=self._flush_quietly, name="hei-nw-touch", daemon=True)
+                self._flusher.start()
+
+    def _flush_quietly(self) -> None:
+        try:
             self.flush()
+        except Exception:  # a later flush or close() retries; counts are advisory
+            log.warning("recall-count flush failed", exc_info=True)
 
     def flush(self) -> None:
         """Write pending recall counts and save index files."""
@@ -369,6 +450,7 @@ class HEIMemory:
         with self._write_lock:
             seq = self.store.delete(ns, _tid(trace_id))
             self._graph(ns).remove([seq])
+            self._forget_features([seq])
 
     def delete_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Delete the trace written with ``key``; False when there is none."""
@@ -386,6 +468,12 @@ class HEIMemory:
         """Make a pinned trace evictable again."""
         self.store.set_pinned(self._require_ns(namespace), _tid(trace_id), False)
 
+    def set_expiry(self, trace_id: str, ttl_s: float | None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Expire a trace ``ttl_s`` seconds from now (None: never). Pinned traces are never evicted regardless."""
+        if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0):
+            raise InvalidEventError(f"ttl_s must be a positive number of seconds or None, got {ttl_s!r}")
+        self.store.set_expiry(self._require_ns(namespace), _tid(trace_id), None if ttl_s is None else time.time() + ttl_s)
+
     def retention_score(self, gate_score: float, age_s: float, recall_count: int) -> float:
         """Eviction order, lowest first: gate_score · 2^(−age/half_life) + 0.1 · ln(1 + recalls)."""
         return gate_score * 2.0 ** (-age_s / self.settings.decay.half_life_s) + 0.1 * math.log1p(recall_count)
@@ -394,13 +482,14 @@ class HEIMemory:
         """Drop expired traces, then the lowest-retention ones over capacity; pinned ones never. Returns ids."""
         now = time.time() if now is None else now
         self.flush()
-        spaces = [self._ns(namespace)] if namespace is not None else self.store.namespaces()
+        spaces = [self._ns(namespace)] if namespace is not None else self.store.namespaces()  # live ones
         gone: list[str] = []
         with self._write_lock:
             for ns in spaces:
                 expired = self.store.expired(ns, now)
                 self.store.delete_many(ns, expired, reason="expired")
                 self._graph(ns).remove([s for s, _ in expired])
+                self._forget_features([s for s, _ in expired])
                 gone += [t for _, t in expired]
                 gone += self._evict_capacity(ns, now=now)
         return gone
@@ -416,6 +505,7 @@ class HEIMemory:
         victims = [(int(r.seq), r.id) for r in rows[:excess]]
         self.store.delete_many(ns, victims, reason="evicted")
         self._graph(ns).remove([s for s, _ in victims])
+        self._forget_features([s for s, _ in victims])
         return [t for _, t in victims]
 
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> VerifyReport:
@@ -432,9 +522,9 @@ class HEIMemory:
             _, n = self.store.rotate()
         return n
 
-    def namespaces(self) -> list[str]:
-        """Every namespace that has ever been written to."""
-        return self.store.namespaces()
+    def namespaces(self, *, include_empty: bool = False) -> list[str]:
+        """Namespaces holding live traces (``include_empty``: every namespace ever written to)."""
+        return self.store.namespaces(include_empty=include_empty)
 
     def stats(self, *, namespace: str | None = None) -> MemoryStats:
         """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
@@ -451,6 +541,8 @@ class HEIMemory:
 
     def close(self) -> None:
         """Flush recall counts, save index files, release connections."""
+        if self._flusher is not None:
+            self._flusher.join()
         self.flush()
         self.index.save_all()
         self.store.close()
@@ -505,8 +597,32 @@ class HEIMemory:
     async def astats(self, *, namespace: str | None = None) -> MemoryStats:
         return await asyncio.to_thread(self.stats, namespace=namespace)
 
-    async def anamespaces(self) -> list[str]:
-        return await asyncio.to_thread(self.namespaces)
+    async def anamespaces(self, *, include_empty: bool = False) -> list[str]:
+        return await asyncio.to_thread(self.namespaces, include_empty=include_empty)
+
+    async def aset_expiry(self, trace_id: str, ttl_s: float | None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        await asyncio.to_thread(self.set_expiry, trace_id, ttl_s, namespace=namespace)
+
+
+def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int]) -> np.ndarray:
+    """Newest wins among versions of one fact.
+
+    Two traces are versions of one fact when their slots have the same keys (at
+    least two) and differ in exactly one value (``who=Lorcan, attribute=manager,
+    value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
+    ranks first, the older just below it.
+    """
+    out = scores.copy()
+    n = len(seqs)
+    for i in sorted(range(n), key=lambda x: -seqs[x]):  # newest first, so chains order newest → oldest
+        si = slots[i]
+        if not si or len(si) < 2:
+            continue
+        for j in range(n):
+            sj = slots[j]
+            if seqs[j] > seqs[i] and sj and sj.keys() == si.keys() and sum(si[x] != sj[x] for x in si) == 1:
+                out[i] = min(out[i], out[j] - 1e-4)
+    return out
 
 
 def _matches(trace: Trace, where: Mapping[str, Any]) -> bool:

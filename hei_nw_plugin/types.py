@@ -44,7 +44,8 @@ class MemoryEvent(BaseModel):
     metadata: dict[StrictStr, Any] = Field(default_factory=dict, description="JSON-serialisable payload stored encrypted beside the text; not used for keys.")
     source: SourcePointer = Field(default_factory=SourcePointer, description="Pointer to the source.")
     reward: float = Field(0.0, ge=0.0, le=1.0, description="Caller reward in [0, 1].")
-    pin: StrictBool = Field(False, description="Force-write and protect from eviction.")
+    pin: StrictBool = Field(False, description="Force-write and protect from eviction (ttl_s is ignored for pinned traces).")
+    force: StrictBool = Field(False, description="Write whatever the gate score (reason 'forced') without pinning; decay still applies.")
     timestamp: datetime | None = Field(None, description="When it happened (UTC if naive); default now.")
     ttl_s: float | None = Field(None, gt=0, description="Time-to-live in seconds; overrides decay.ttl_s.")
     context_tokens: int | None = Field(None, ge=0, description="Tokens observed since the last event (gate telemetry); default the text's tokens.")
@@ -84,7 +85,7 @@ class WriteDecision(BaseModel):
     score: float = Field(description="S, the weighted gate score.")
     threshold: float = Field(description="τ at decision time.")
     components: GateComponents
-    reason: str = Field(description="'pinned', 'above_threshold', 'below_threshold' or 'duplicate'.")
+    reason: str = Field(description="'pinned', 'forced', 'update', 'above_threshold', 'below_threshold' or 'duplicate'.")
     trace_id: str | None = Field(None, description="Id of the stored trace when accepted.")
     namespace: str
 

@@ -34,6 +34,7 @@ traces = Table(
     Column("last_recalled_at", Float, nullable=True),
     UniqueConstraint("namespace", "ext_key", name="uq_hei_traces_ns_key"),
     Index("ix_hei_traces_ns_seq", "namespace", "seq"),
+    sqlite_autoincrement=True,  # never reuse a deleted seq: the index keys traces by seq
 )
 
 trace_keys = Table(
@@ -55,6 +56,7 @@ provenance = Table(
     Column("signer_id", String(64), nullable=False),
     Column("signature", LargeBinary, nullable=False),
     Index("ix_hei_provenance_trace", "trace_id"),
+    sqlite_autoincrement=True,
 )
 
 replay_queue = Table(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from hei_nw_plugin.errors import DecryptionError, StoreUnavailableError, TraceNotFoundError
@@ -74,6 +74,11 @@ class VerifyProblem:
     detail: str
     provenance_seq: int | None = None
     trace_id: str | None = None
+
+
+def _alive() -> Any:
+    """Rows not past their expiry: an expired trace reads as gone even before evict() deletes it."""
+    return or_(traces.c.expires_at.is_(None), traces.c.expires_at > time.time())
 
 
 def _aad(namespace: str, trace_id: str, key_blob: bytes, created_at: float, ext_key: str | None) -> bytes:
@@ -222,6 +227,15 @@ class SQLTraceStore:
             self._append(conn, namespace, "pin" if pinned else "unpin", trace_id, {})
             return int(row.seq)
 
+    def set_expiry(self, namespace: str, trace_id: str, expires_at: float | None) -> None:
+        """Move (or clear, with None) a trace's expiry; logged as an 'expiry' event."""
+        with self._tx() as conn:
+            row = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).first()
+            if row is None:
+                raise TraceNotFoundError(f"no trace {trace_id!r} in namespace {namespace!r}")
+            conn.execute(update(traces).where(traces.c.seq == row.seq).values(expires_at=expires_at))
+            self._append(conn, namespace, "expiry", trace_id, {"expires_at": repr(expires_at)})
+
     def log_event(self, namespace: str, event_name: str, body: dict[str, Any]) -> str:
         """Append a non-trace provenance event (key rotation, consolidation lineage, …)."""
         with self._tx() as conn:
@@ -260,10 +274,14 @@ class SQLTraceStore:
         return new_id, n
 
     # -------------------------------------------------------------------- reads
-    def namespaces(self) -> list[str]:
+    def namespaces(self, *, include_empty: bool = False) -> list[str]:
+        """Namespaces with live traces (or every namespace ever written, with ``include_empty``)."""
+        if include_empty:
+            q = select(provenance.c.namespace).where(provenance.c.event == "write").distinct()
+        else:
+            q = select(traces.c.namespace).distinct()
         with self._read() as conn:
-            seen = conn.execute(select(provenance.c.namespace).where(provenance.c.event == "write").distinct()).scalars().all()
-        return sorted(seen)
+            return sorted(conn.execute(q).scalars().all())
 
     def has_namespace(self, namespace: str) -> bool:
         with self._read() as conn:
@@ -293,7 +311,7 @@ class SQLTraceStore:
             return {}, {}, []
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
-        ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace)
+        ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace, _alive())
         with self._read() as conn:
             rows = conn.execute(q).all()
         out: dict[int, Trace] = {}
@@ -328,7 +346,7 @@ class SQLTraceStore:
 
     def _one(self, namespace: str, cond: Any) -> Trace | None:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
-            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond)
+            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond, _alive())
         with self._read() as conn:
             r = conn.execute(q).first()
         return None if r is None else self._decode(r)
@@ -343,13 +361,21 @@ class SQLTraceStore:
         with self._read() as conn:
             return conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).scalar()
 
+    def existing_keys(self, namespace: str, ext_keys: Sequence[str]) -> set[str]:
+        """Which of ``ext_keys`` are live in ``namespace``."""
+        if not ext_keys:
+            return set()
+        with self._read() as conn:
+            return set(conn.execute(select(traces.c.ext_key).where(
+                traces.c.namespace == namespace, traces.c.ext_key.in_(list(set(ext_keys))))).scalars().all())
+
     def get_by_key(self, namespace: str, ext_key: str) -> Trace | None:
         return self._one(namespace, traces.c.ext_key == ext_key)
 
     def list_traces(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
-        ).where(traces.c.namespace == namespace).order_by(traces.c.seq).limit(limit).offset(offset)
+        ).where(traces.c.namespace == namespace, _alive()).order_by(traces.c.seq).limit(limit).offset(offset)
         with self._read() as conn:
             rows = conn.execute(q).all()
         out = []

@@ -247,3 +247,62 @@ def test_recall_does_not_change_hopfield_or_keys(mem: HEIMemory) -> None:
     assert np.array_equal(proj, mem.keyer._proj)
     assert np.array_equal(keys_before, mem.store.key_vectors([int(s) for s in seqs]))
     assert params == (mem.hopfield.beta, mem.hopfield.steps)
+
+
+def test_repeated_key_in_one_batch_keeps_the_last(mem: HEIMemory) -> None:
+    ds = mem.write_many([{"text": "Desk of Tove is in room 4", "key": "tove-desk", "force": True},
+                         {"text": "Desk of Tove moved to room 9", "key": "tove-desk", "force": True}], namespace="n")
+    assert [d.accepted for d in ds] == [True, True]
+    assert [t.text for t in mem.list_traces(namespace="n")] == ["Desk of Tove moved to room 9"]
+    assert [t.trace.text for t in mem.recall("where is Tove's desk", k=5, namespace="n").traces] == ["Desk of Tove moved to room 9"]
+    assert mem.verify().ok
+
+
+def test_update_of_existing_key_is_always_written(mem: HEIMemory) -> None:
+    mem.write({"text": "Build server is ci-3 in rack B", "key": "build", "force": True}, namespace="n")
+    d = mem.write({"text": "Build server is ci-3 in rack B", "key": "build", "metadata": {"v": 2}}, namespace="n")
+    assert d.accepted and d.reason == "update"
+    t = mem.get_by_key("build", namespace="n")
+    assert t is not None and t.metadata == {"v": 2} and not t.pinned
+
+
+def test_seqs_are_never_reused_after_delete(mem: HEIMemory) -> None:
+    a = mem.write({"text": "First fact about the copper kettle", "force": True}, namespace="n").trace_id
+    mem.delete(a, namespace="n")
+    b = mem.write({"text": "Second fact about the marble statue", "force": True}, namespace="n").trace_id
+    r = mem.recall("copper kettle", k=5, namespace="n")
+    assert [t.trace.id for t in r.traces] == [b]
+
+
+def test_expired_traces_read_as_gone_and_expiry_can_move(mem: HEIMemory) -> None:
+    import time as _t
+    t = mem.write({"text": "Parking spot B7 for today only", "force": True, "ttl_s": 0.2}, namespace="n").trace_id
+    keep = mem.write({"text": "Locker 12 holds the spare helmet", "force": True, "ttl_s": 0.2}, namespace="n").trace_id
+    mem.set_expiry(keep, 3600, namespace="n")
+    _t.sleep(0.3)
+    assert mem.get_by_key("x", namespace="n") is None
+    with pytest.raises(TraceNotFoundError):
+        mem.get(t, namespace="n")
+    assert [x.id for x in mem.list_traces(namespace="n")] == [keep]
+    assert t not in [x.trace.id for x in mem.recall("parking spot", k=5, namespace="n").traces]
+    with pytest.raises(InvalidEventError):
+        mem.set_expiry(keep, -1, namespace="n")
+    mem.delete(keep, namespace="n")
+    assert mem.evict(namespace="n") == [t]
+    assert mem.namespaces() == [] and mem.namespaces(include_empty=True) == ["n"]
+    assert mem.verify().ok
+
+
+def test_newest_version_of_a_fact_wins(mem: HEIMemory) -> None:
+    old = {"text": "Lorcan's manager is Casimir.", "slots": {"who": "Lorcan", "attribute": "manager", "value": "Casimir"}, "force": True}
+    new = {"text": "Update: Lorcan now reports to Ottilie.", "slots": {"who": "Lorcan", "attribute": "manager", "value": "Ottilie"}, "force": True}
+    other = {"text": "Lorcan's manager Casimir likes tea.", "slots": {"who": "Casimir", "attribute": "drink", "value": "tea"}, "force": True}
+    mem.write_many([old, other, new], namespace="n")
+    r = mem.recall("Lorcan's manager is Casimir", k=3, namespace="n")
+    texts = [t.trace.text for t in r.traces]
+    assert texts.index(new["text"]) < texts.index(old["text"])
+    mem2_settings = mem.settings.model_copy(deep=True)
+    mem2_settings.hopfield.supersede_slots = False
+    mem.settings = mem2_settings
+    r2 = mem.recall("Lorcan's manager is Casimir", k=3, namespace="n")
+    assert r2.traces[0].trace.text == old["text"]  # without the rule the closer, older wording wins
