@@ -53,6 +53,7 @@ class IndexSettings(_Section):
     expansion_search: int = Field(64, ge=1, description="HNSW ef: candidate list size while searching.")
     dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Scalar type of vectors inside the index (memory vs precision).")
     candidates: int = Field(64, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
+    feature_cache: int = Field(200_000, ge=0, description="Dense feature vectors kept decrypted in process memory (entries, ~1.3 kB each) so recall decrypts only the traces it returns.")
     save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes (the store stays the source of truth).")
 
 
@@ -63,6 +64,7 @@ class HopfieldSettings(_Section):
     beta: float = Field(16.0, gt=0.0, le=1000.0, description="β: inverse temperature of the softmax.")
     steps: int = Field(1, ge=0, le=50, description="Number of update steps of ξ.")
     mix: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the completed-pattern similarity in the final score (rest is the cue similarity).")
+    supersede_slots: bool = Field(True, description="Newest wins: a candidate whose slots have the same keys as a later-written candidate's and differ in exactly one value is an older version of it and ranks just below it.")
 
 
 class GateSettings(_Section):
