@@ -99,6 +99,7 @@ class HEIMemory:
         self._touch_lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
+        self._synced_heads: dict[str, str] = {}  # namespace -> store chain head its graph was last reconciled at
 
     @classmethod
     def open(cls, data_dir: str | Path, **kwargs: Any) -> HEIMemory:
@@ -526,6 +527,30 @@ class HEIMemory:
         """Namespaces holding live traces (``include_empty``: every namespace ever written to)."""
         return self.store.namespaces(include_empty=include_empty)
 
+    def store_head(self) -> str:
+        """The store's provenance chain head; it changes with every write, delete or pin by any process."""
+        return self.store.head()
+
+    def refresh(self, namespace: str) -> tuple[int, int]:
+        """Catch the namespace's index up with the store; returns (added, removed) index entries.
+
+        For processes sharing one store (server replicas on PostgreSQL): writes and
+        deletes made by another process reach this process's HNSW graph here. When
+        the store's chain head has not moved since the last refresh it costs one read.
+        """
+        ns = self._ns(namespace)
+        head = self.store.head()  # read first: a change landing after it is caught next time
+        with self._write_lock:
+            if self._synced_heads.get(ns) == head:
+                return 0, 0
+            graph = self.index.get(ns)
+            if graph is None:
+                changed = (len(self._graph(ns)), 0)  # opening reconciles with the store
+            else:
+                changed = graph.reconcile(self.store.seqs(ns), self.store.key_vectors)
+            self._synced_heads[ns] = head
+        return changed
+
     def stats(self, *, namespace: str | None = None) -> MemoryStats:
         """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
         ns = self._require_ns(namespace) if namespace is not None else None
@@ -599,6 +624,9 @@ class HEIMemory:
 
     async def anamespaces(self, *, include_empty: bool = False) -> list[str]:
         return await asyncio.to_thread(self.namespaces, include_empty=include_empty)
+
+    async def arefresh(self, namespace: str) -> tuple[int, int]:
+        return await asyncio.to_thread(self.refresh, namespace)
 
     async def aset_expiry(self, trace_id: str, ttl_s: float | None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         await asyncio.to_thread(self.set_expiry, trace_id, ttl_s, namespace=namespace)

@@ -283,6 +283,11 @@ class SQLTraceStore:
         with self._read() as conn:
             return sorted(conn.execute(q).scalars().all())
 
+    def head(self) -> str:
+        """The provenance chain head: it moves with every mutation, by any process sharing the store."""
+        with self._read() as conn:
+            return str(conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).scalar_one())
+
     def has_namespace(self, namespace: str) -> bool:
         with self._read() as conn:
             return conn.execute(select(provenance.c.seq).where(provenance.c.namespace == namespace).limit(1)).first() is not None
