@@ -1,0 +1,53 @@
+"""Consolidated LoRA adapters per tenant, served by vLLM for modes B2 and B3.
+
+Consolidation turns a tenant's replayed episodes into LoRA weights; once a
+folder exists it is loaded into the running vLLM under a name only this server
+knows (``hei-consolidated-<tenant>``) and requests in B2/B3 are sent to it.
+Tenants cannot name adapters themselves, so one tenant's consolidated weights
+(which encode its memories) never answer another tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from server.vllm_process import VllmProcess
+
+
+class AdapterMissingError(Exception):
+    """Mode B2/B3 was asked for a tenant that has no consolidated adapter."""
+
+
+class ConsolidatedAdapters:
+    """tenant -> vLLM LoRA name."""
+
+    def __init__(self, vllm: VllmProcess) -> None:
+        self.vllm = vllm
+        self._by_tenant: dict[str, str] = {}
+
+    @staticmethod
+    def name_for(tenant: str) -> str:
+        return f"hei-consolidated-{tenant}"
+
+    def register(self, tenant: str, folder: Path) -> str:
+        """Load ``folder`` (a peft LoRA) into vLLM for ``tenant``; returns the adapter's model name."""
+        name = self.name_for(tenant)
+        self.vllm.load_lora(name, folder)
+        self._by_tenant[tenant] = name
+        return name
+
+    async def aregister(self, tenant: str, folder: Path) -> str:
+        return await asyncio.to_thread(self.register, tenant, folder)
+
+    def for_tenant(self, tenant: str) -> str:
+        """The adapter's model name; AdapterMissingError when the tenant has none."""
+        try:
+            return self._by_tenant[tenant]
+        except KeyError:
+            raise AdapterMissingError(
+                "modes B2 and B3 answer with consolidated LoRA weights, and this tenant has none yet: "
+                "consolidation has not produced an adapter (use B0 or B1)") from None
+
+    def names(self) -> set[str]:
+        return set(self._by_tenant.values())

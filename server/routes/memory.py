@@ -1,0 +1,135 @@
+"""The memory API: write, recall, list, get, delete, pin, verify, stats, consolidate.
+
+Every route acts on the caller's own namespace ``<tenant>/<user>`` (see
+:mod:`server.gateway`); a trace id from another tenant is simply not found.
+Bodies and answers are the engine's own pydantic records, so the OpenAPI schema
+documents them field by field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hei_nw_plugin.memory import MemoryStats, VerifyReport
+from hei_nw_plugin.types import Cue, MemoryEvent, RecallResult, Trace, WriteDecision
+from server.deps import Caller, namespace, state
+from server.errors import ApiError
+
+router = APIRouter(prefix="/v1/memory", tags=["memory"])
+
+
+class WriteRequest(BaseModel):
+    """One event or a batch; a batch is validated whole before anything is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(None, description="End user; the namespace is '<tenant>/<user>' (default 'default').")
+    event: MemoryEvent | None = Field(None, description="One event.")
+    events: list[MemoryEvent] | None = Field(None, max_length=256, description="A batch of events (one transaction).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WriteRequest:
+        if (self.event is None) == (self.events is None):
+            raise ValueError("give exactly one of 'event' or 'events'")
+        return self
+
+
+class WriteResponse(BaseModel):
+    decisions: list[WriteDecision]
+
+
+class RecallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(None, description="End user; the namespace is '<tenant>/<user>' (default 'default').")
+    cue: str | Cue = Field(..., description="Question or fragment, or {text, slots}.")
+    k: int = Field(5, ge=1, le=256, description="Traces to return.")
+    where: dict[str, Any] | None = Field(None, description="Keep traces whose slots/metadata equal every value.")
+    max_tokens: int | None = Field(None, ge=1, description="Budget of the packed memory (tokens).")
+    min_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="Drop traces with a lower cosine to the cue.")
+
+
+class TraceList(BaseModel):
+    traces: list[Trace]
+
+
+class UserList(BaseModel):
+    users: list[str]
+
+
+@router.post("/write", response_model=WriteResponse, summary="Offer events to the write gate")
+async def write(request: Request, req: WriteRequest, who: Caller) -> WriteResponse:
+    ns = namespace(request, who, req.user)
+    events: list[MemoryEvent] = req.events if req.events is not None else [req.event]  # type: ignore[list-item]
+    return WriteResponse(decisions=await state(request).gateway.write(ns, list(events)))
+
+
+@router.post("/recall", response_model=RecallResult, summary="Recall traces from a partial cue")
+async def recall(request: Request, req: RecallRequest, who: Caller) -> RecallResult:
+    ns = namespace(request, who, req.user)
+    return await state(request).gateway.recall(ns, req.cue, req.k, where=req.where, max_tokens=req.max_tokens,
+                                               min_similarity=req.min_similarity)
+
+
+@router.get("/traces", response_model=TraceList, summary="The user's traces, oldest first")
+async def list_traces(request: Request, limit: Annotated[int, Query(ge=0, le=1000)] = 100,
+                      offset: Annotated[int, Query(ge=0)] = 0, *,
+                      who: Caller) -> TraceList:
+    return TraceList(traces=await state(request).gateway.list_traces(namespace(request, who), limit=limit, offset=offset))
+
+
+@router.get("/traces/{trace_id}", response_model=Trace, summary="One trace")
+async def get_trace(request: Request, trace_id: str, who: Caller) -> Trace:
+    return await state(request).gateway.get(namespace(request, who), trace_id)
+
+
+@router.delete("/traces/{trace_id}", status_code=204, summary="Delete a trace (its data key is destroyed)")
+async def delete_trace(request: Request, trace_id: str, who: Caller) -> Response:
+    await state(request).gateway.delete(namespace(request, who), trace_id)
+    return Response(status_code=204)
+
+
+@router.post("/traces/{trace_id}/pin", status_code=204, summary="Pin a trace (never evicted)")
+async def pin_trace(request: Request, trace_id: str, who: Caller) -> Response:
+    await state(request).gateway.pin(namespace(request, who), trace_id, True)
+    return Response(status_code=204)
+
+
+@router.delete("/traces/{trace_id}/pin", status_code=204, summary="Unpin a trace")
+async def unpin_trace(request: Request, trace_id: str, who: Caller) -> Response:
+    await state(request).gateway.pin(namespace(request, who), trace_id, False)
+    return Response(status_code=204)
+
+
+@router.get("/users", response_model=UserList, summary="The tenant's users that hold traces")
+async def users(request: Request, who: Caller) -> UserList:
+    return UserList(users=await state(request).gateway.users(who.tenant))
+
+
+@router.post("/verify", response_model=VerifyReport, summary="Check signatures, hash chain and the user's rows")
+async def verify(request: Request, who: Caller) -> VerifyReport:
+    return await state(request).gateway.verify(namespace(request, who))
+
+
+@router.get("/stats", response_model=MemoryStats, summary="Counts, gate telemetry and recall latency of the user")
+async def stats(request: Request, who: Caller) -> MemoryStats:
+    return await state(request).gateway.stats(who.tenant, namespace(request, who))
+
+
+_NO_CONSOLIDATION = ("consolidation (replay into LoRA weights for modes B2/B3) is not part of this build yet; "
+                     "memory keeps working in B1")
+
+
+@router.post("/consolidate", status_code=202, summary="Start a consolidation job (not available yet: 501)",
+             responses={501: {"description": "Consolidation is not built yet."}})
+async def consolidate(request: Request, who: Caller) -> Any:
+    raise ApiError(501, _NO_CONSOLIDATION, type="not_implemented", code="consolidation_unavailable")
+
+
+@router.get("/consolidate/{job_id}", summary="Status of a consolidation job (not available yet: 501)",
+            responses={501: {"description": "Consolidation is not built yet."}})
+async def consolidation_status(request: Request, job_id: str, who: Caller) -> Any:
+    raise ApiError(501, _NO_CONSOLIDATION, type="not_implemented", code="consolidation_unavailable")
