@@ -64,7 +64,7 @@ class HopfieldSettings(_Section):
     beta: float = Field(16.0, gt=0.0, le=1000.0, description="β: inverse temperature of the softmax.")
     steps: int = Field(1, ge=0, le=50, description="Number of update steps of ξ.")
     mix: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the completed-pattern similarity in the final score (rest is the cue similarity).")
-    supersede_slots: bool = Field(True, description="Newest wins: a candidate whose slots have the same keys as a later-written candidate's and differ in exactly one value is an older version of it and ranks just below it.")
+    supersede_slots: bool = Field(True, description="Newest wins: a candidate whose slots have the same keys as a later-written candidate's (three or more) and differ in exactly one value is an older version of it and ranks just below it.")
 
 
 class GateSettings(_Section):
@@ -74,7 +74,7 @@ class GateSettings(_Section):
     beta: float = Field(0.3, ge=0.0, description="β: weight of novelty (1 − cosine to the nearest stored key).")
     gamma: float = Field(0.2, ge=0.0, description="γ: weight of the caller's reward signal in [0, 1].")
     delta: float = Field(1.0, ge=0.0, description="δ: weight of an explicit pin ('remember this').")
-    tau: float = Field(0.5, ge=0.0, description="τ: write threshold on S.")
+    tau: float = Field(0.42, ge=0.0, description="τ: write threshold on S (0.42: gate recall 0.88-1.0 at precision ~0.65 on scenarios A and C with the proxy).")
     target_write_rate: float = Field(5.0, gt=0.0, description="Target accepted writes per 1k observed tokens (telemetry compares against it).")
     surprise_scale: float = Field(8.0, gt=0.0, description="NLL in nats/token that maps to surprise 1.0 (surprise = min(1, nll/scale)).")
     duplicate_similarity: float = Field(0.995, gt=0.0, le=1.0, description="Key cosine above which an unpinned event counts as a duplicate and is rejected.")

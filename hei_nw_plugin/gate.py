@@ -18,6 +18,7 @@ decay) and an update of an existing caller key ('update').
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -50,18 +51,36 @@ going go gonna wanna know think see say said tell told like just also maybe much
 way day today tomorrow yesterday time again still even back make made take want need let's i'm you're it's that's
 don't can't won't didn't isn't there's what's how's i've i'll i'd sounds sound awesome glad sorry welcome morning
 evening night doing alright anyway actually probably definitely totally absolutely kind sort bit pretty quite
+one two new old big little long short last next first week weekend year month ago soon later tonight everyone
+anyone someone something anything everything nothing nobody people guys folks all y'all friend friends team
+question questions idea ideas answer point sense true funny hilarious lovely amazing wonderful terrible bad
+crazy wild weird interesting boring exciting happy sad tired busy free ready done finished same here there
+agree agreed exactly totally indeed course definitely absolutely wow whoa yay ugh meh hah heh omg btw fyi
+chat talk talking talked later cheers noted yikes brb hiya aw aww ttyl np thx ty gotcha oops ooh yikes
+try tried trying work working worked job busy hope hoped hoping wish guess feel felt seem seems seemed look
+looks looked mean meant meaning keep kept thought thinking believe remember forgot forget wait waiting
 """.split())
+
+# Generic markers that a speaker means something to last (not tied to any scenario).
+SALIENCE_MARKERS = ("remember", "from now on", "for future reference", "always", "never", "prefer", "favorite",
+                    "favourite", "allergic", "my name", "call me", "don't forget", "important", "deadline",
+                    "password", "address", "birthday", "appointment", "moved to", "now reports", "update:",
+                    "changed to", "switched to", "instead of")
 
 
 class UnigramSurprise:
     """Cheap surprise proxy in [0, 1], used when no language model is attached.
 
-    Each token scores 0.05 if it is a function word or chat boilerplate
-    (:data:`COMMON_WORDS`), 1.0 if it contains a digit, and otherwise its
-    surprisal under an online add-one unigram model of the namespace,
-    −log p(t) / log(V + N), so content the agent keeps hearing fades. The
-    event's surprise is the mean over its tokens. State lives in memory and
-    starts fresh on restart.
+    Token scores: function words and chat boilerplate (:data:`COMMON_WORDS`)
+    0.02; tokens with a digit and capitalised words inside a sentence (names,
+    places, products) 1.0; other words their surprisal under an online add-one
+    unigram model of the namespace, −log p(t) / log(V + N), so content the
+    agent keeps hearing fades. The event's score is the mean token score,
+    scaled down for utterances with fewer than three content tokens and halved
+    for questions, plus 0.3
+    when a generic salience marker (:data:`SALIENCE_MARKERS`: "remember",
+    "from now on", "prefer", …) appears; clipped to [0, 1]. State lives in
+    memory and starts fresh on restart.
     """
 
     name = "unigram_proxy"
@@ -77,23 +96,44 @@ class UnigramSurprise:
         toks = tokenize(text)
         if not toks:
             return 0.0
+        names = _inner_capitalised(text)
         with self._lock:
             counts = self._counts[namespace]
             total = self._totals[namespace]
             denom = max(len(counts), self._vocab_floor) + total
             norm = math.log(denom)
             acc = 0.0
+            content = 0
             for t in toks:
-                if t in COMMON_WORDS:
-                    acc += 0.05
-                elif any(ch.isdigit() for ch in t):
+                if any(ch.isdigit() for ch in t) or t in names:
                     acc += 1.0
+                    content += 1
+                elif t in COMMON_WORDS or len(t) <= 2:
+                    acc += 0.02
                 else:
                     acc += min(1.0, -math.log((counts[t] + 1) / denom) / norm)
+                    content += 1
             if learn:
                 counts.update(toks)
                 self._totals[namespace] += len(toks)
-        return acc / len(toks)
+        score = (acc / len(toks)) * min(1.0, content / 3.0)
+        if text.rstrip().endswith("?"):
+            score *= 0.5  # a question asks for information rather than giving it
+        lowered = text.lower()
+        if any(m in lowered for m in SALIENCE_MARKERS):
+            score += 0.3
+        return min(1.0, score)
+
+
+def _inner_capitalised(text: str) -> set[str]:
+    """Lower-cased words written with a capital that do not start a sentence."""
+    out: set[str] = set()
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n", text):  # "Speaker: text" starts a sentence too
+        words = re.findall(r"[\w']+", sentence)
+        for w in words[1:]:
+            if w[:1].isupper() and w.lower() not in COMMON_WORDS and w != "I":
+                out.add(w.lower())
+    return out
 
 
 @dataclass

@@ -553,7 +553,9 @@ class HEIMemory:
 
     def stats(self, *, namespace: str | None = None) -> MemoryStats:
         """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
-        ns = self._require_ns(namespace) if namespace is not None else None
+        ns = None
+        if namespace is not None:  # a namespace is known once written to, or offered events in this process
+            ns = self._ns(namespace) if namespace in self.gate.telemetry.tokens else self._require_ns(namespace)
         lat = np.array(self._latencies) if self._latencies else None
         graph = self.index.get(ns) if ns else None
         return MemoryStats(
@@ -636,7 +638,7 @@ def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], se
     """Newest wins among versions of one fact.
 
     Two traces are versions of one fact when their slots have the same keys (at
-    least two) and differ in exactly one value (``who=Lorcan, attribute=manager,
+    least three) and differ in exactly one value (``who=Lorcan, attribute=manager,
     value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
     ranks first, the older just below it.
     """
@@ -644,7 +646,7 @@ def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], se
     n = len(seqs)
     for i in sorted(range(n), key=lambda x: -seqs[x]):  # newest first, so chains order newest → oldest
         si = slots[i]
-        if not si or len(si) < 2:
+        if not si or len(si) < 3:  # two slots differing in one could be two facts about one subject
             continue
         for j in range(n):
             sj = slots[j]

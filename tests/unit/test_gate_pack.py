@@ -65,3 +65,15 @@ def test_packer_is_deterministic_and_respects_budget() -> None:
     assert 0 < tight.n_tokens <= 8 and tight.trace_ids == ["t0"]
     counted = Packer(PackSettings(max_mem_tokens=100), token_counter=lambda s: len(s)).pack(traces)
     assert len(counted.text) <= 100
+
+
+def test_proxy_scores_names_numbers_and_salience_markers() -> None:
+    g = WriteGate(GateSettings())
+    assert g.surprise("p", "Yikes.")[0] < 0.1
+    assert g.surprise("p", "Horatio: Noted, cheers.")[0] < 0.2  # a speaker label is not a name mention
+    named, _ = g.surprise("p", "Lunch with Okonkwo moved to gate 14")
+    plain, _ = g.surprise("p", "lunch plans moved around again")
+    assert named > plain
+    marked, _ = g.surprise("q", "From now on use dark mode in the editor")
+    unmarked, _ = g.surprise("r", "Dark mode in the editor")
+    assert marked > unmarked
