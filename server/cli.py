@@ -70,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         over.setdefault("vllm", {})["python"] = args.vllm_python
     settings = ServerSettings.from_file(args.server_config, **over)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per vLLM call otherwise
     app = create_app(settings, _engine_settings(args))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=30)
