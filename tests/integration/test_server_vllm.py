@@ -59,13 +59,14 @@ def _random_lora(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def pg_schema_url() -> Iterator[str]:
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    import sqlalchemy.exc
+    from sqlalchemy.exc import OperationalError
+
     schema = f"hei_srv_{uuid.uuid4().hex[:10]}"
     engine = sqlalchemy.create_engine(PG_BASE)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    except sqlalchemy.exc.OperationalError as err:  # pragma: no cover - CI always has PostgreSQL
+    except OperationalError as err:  # pragma: no cover - CI always has PostgreSQL
         pytest.fail(f"PostgreSQL at {PG_BASE} is needed for this test: {err}")
     yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
     with engine.begin() as conn:

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from hei_nw_plugin.memory import HEIMemory  # noqa: E402
-from server.app import create_app  # noqa: E402
-from server.auth import hash_key  # noqa: E402
-from server.settings import ServerSettings  # noqa: E402
-from tests.server.fake_openai import MODEL, fake_openai_server  # noqa: E402
+from hei_nw_plugin.memory import HEIMemory
+from server.app import create_app
+from server.auth import hash_key
+from server.settings import ServerSettings
+from tests.server.fake_openai import MODEL, fake_openai_server
 
 KEY_A, KEY_A2, KEY_B = "hei_test-key-acme-0123456789", "hei_test-key-acme-second", "hei_test-key-globex-987654321"
 A = {"Authorization": f"Bearer {KEY_A}"}
