@@ -57,6 +57,7 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
         upstream = Upstream(vllm.base_url, api_key=vllm.api_key, timeout_s=settings.vllm.request_timeout_s)
         st = ServerState(settings=settings, memory=mem, gateway=gateway, vllm=vllm, upstream=upstream,
                          keys=KeyRing(settings.api_keys), limiter=TokenBucket(settings.limits.requests_per_s, settings.limits.burst),
+                         auth_failures=TokenBucket(settings.limits.auth_failures_per_s, settings.limits.auth_failure_burst),
                          adapters=ConsolidatedAdapters(vllm))
         app.state.hei = st
         if settings.memory.warm_on_start:

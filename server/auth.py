@@ -71,8 +71,12 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._sha) + len(self._scrypt)
 
-    def authenticate(self, key: str) -> Principal | None:
-        """The principal for ``key``, or None when no configured key matches."""
+    def authenticate(self, key: str, *, slow: bool = True) -> Principal | None:
+        """The principal for ``key``, or None when no configured key matches.
+
+        ``slow=False`` skips the scrypt entries for a key not seen before (the caller
+        is throttling an address that keeps presenting wrong keys).
+        """
         if not key or len(key) > 512:
             return None
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -83,7 +87,7 @@ class KeyRing:
         if tenant is None:
             with self._lock:
                 tenant = self._verified.get(digest)
-        if tenant is None:
+        if tenant is None and slow:
             for entry, (n, r, p, salt, want) in self._scrypt:
                 got = hashlib.scrypt(key.encode(), salt=salt, n=n, r=r, p=p, dklen=len(want))
                 if hmac.compare_digest(got, want):
@@ -102,6 +106,13 @@ class TokenBucket:
         self.burst = burst
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill, monotonic s)
         self._lock = threading.Lock()
+
+    def available(self, key: str, now: float | None = None) -> float:
+        """Tokens ``key`` has now, without taking one."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            return min(float(self.burst), tokens + (now - last) * self.rate)
 
     def take(self, key: str, now: float | None = None) -> float:
         """Take one token; returns 0.0 when allowed, else the seconds until one is available."""

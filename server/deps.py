@@ -3,8 +3,11 @@
 The caller is found from ``Authorization: Bearer <key>`` (or ``X-API-Key``),
 charged one token from its key's bucket, and scoped to a namespace from the
 request's ``user`` (body field, ``X-HEI-User`` header or ``user`` query
-parameter). A request's mode comes from ``hei_mode`` in the body (OpenAI
-clients send it with ``extra_body``) or the ``X-HEI-Mode`` header.
+parameter). Failed attempts are charged to the client address: past its
+burst they get 429 and no scrypt work, while valid SHA-256 keys still pass
+(so an address guessing keys cannot lock out others behind it). A request's
+mode comes from ``hei_mode`` in the body (OpenAI clients send it with
+``extra_body``) or the ``X-HEI-Mode`` header.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ServerState:
     upstream: Upstream
     keys: KeyRing
     limiter: TokenBucket
+    auth_failures: TokenBucket  # per client address: bounds the hashing an attacker can make us do
     adapters: ConsolidatedAdapters
     backend_ready: bool = False
     backend_error: str | None = None
@@ -52,10 +56,15 @@ def state(request: Request) -> ServerState:
 async def principal(request: Request) -> Principal:
     """Dependency: the authenticated caller (401 without a valid key, 429 over its rate)."""
     st = state(request)
+    client = request.client.host if request.client else "-"
     auth = request.headers.get("authorization", "")
     key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-    who = st.keys.authenticate(key) if key else None
+    who = st.keys.authenticate(key, slow=st.auth_failures.available(client) >= 1.0) if key else None
     if who is None:
+        wait = st.auth_failures.take(client)
+        if wait > 0:
+            raise ApiError(429, "too many failed authentications from this address", type="rate_limit_error",
+                           code="rate_limited", headers={"Retry-After": str(max(1, math.ceil(wait)))})
         raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key",
                        headers={"WWW-Authenticate": "Bearer"})
     wait = st.limiter.take(who.key_id)

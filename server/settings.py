@@ -86,6 +86,8 @@ class RateLimitSettings(_Section):
     requests_per_s: float = Field(20.0, gt=0, description="Refill rate of each key's bucket (requests/s).")
     burst: int = Field(40, ge=1, description="Bucket size: requests a key may make at once.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body (bytes); larger gets 413.")
+    auth_failures_per_s: float = Field(1.0, gt=0, description="Failed authentications allowed per client address (per s, after the burst).")
+    auth_failure_burst: int = Field(20, ge=1, description="Failed authentications a client address may make at once before 429.")
 
 
 class ServerMemorySettings(_Section):

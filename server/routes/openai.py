@@ -129,6 +129,8 @@ async def chat_completions(request: Request, who: Caller) -> Any:
             turn.write = asyncio.create_task(st.gateway.write_turn(
                 turn.ns, last[0], turn=last[1], conversation_id=conversation if isinstance(conversation, str) else None,
                 pin=remember))
+            st.background.add(turn.write)  # a client that hangs up mid-stream must not orphan the write
+            turn.write.add_done_callback(st.background.discard)
 
     if body.get("stream"):
         events = await st.upstream.stream("/v1/chat/completions", body)

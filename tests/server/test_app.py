@@ -263,3 +263,11 @@ def test_engine_input_errors_are_4xx_with_the_message(client: TestClient) -> Non
     assert r.status_code == 400 and "control characters" in r.json()["error"]["message"]
     r = client.post("/v1/memory/write", headers=A, json={"event": {"text": "a"}, "events": []})
     assert r.status_code == 422
+
+
+def test_guessing_keys_is_throttled_per_address_without_locking_out_valid_keys(make_client: Callable[..., TestClient]) -> None:
+    c = make_client(limits={"requests_per_s": 1000, "burst": 1000, "max_body_bytes": 1_000_000,
+                            "auth_failures_per_s": 0.01, "auth_failure_burst": 3})
+    codes = [c.get("/v1/models", headers={"Authorization": f"Bearer guess-{i}"}).status_code for i in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    assert c.get("/v1/models", headers=A).status_code == 200  # a valid key from the same address still works
