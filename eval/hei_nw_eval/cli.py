@@ -1,0 +1,176 @@
+"""``hei-nw eval`` and ``hei-nw report``: the evaluation's command line.
+
+Registered into the engine's CLI through :func:`register`. ``eval`` loads the
+model once, plays the chosen task through each mode of ``--mode`` (comma
+separated), writes one RunRecord (+ per-question sidecar) per mode into
+``--out``, then refreshes the paired comparisons against B0 for the whole folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hei_nw_eval.runner import MODES
+
+
+def register(subparsers: Any) -> None:
+    """Add ``eval`` and ``report`` to the ``hei-nw`` command line."""
+    p = subparsers.add_parser("eval", help="run the end-to-end evaluation (model + memory) and write run records")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--scenario", choices=list("ABCDE"), help="generated scenario (default A)")
+    src.add_argument("--dataset", help="babi:PATH (file or folder), locomo:PATH or jsonl:PATH; a bare "
+                                       "'babi'/'locomo' reads ../shared/datasets next to the repository")
+    p.add_argument("--mode", default="B0,B1", help=f"comma-separated modes of {', '.join(MODES)}")
+    p.add_argument("--condition", default=None, help="scenario condition (default: the scenario's first)")
+    p.add_argument("--n", type=int, default=20, help="questions")
+    p.add_argument("--seed", type=int, default=0, help="data and bootstrap seed")
+    p.add_argument("--out", type=Path, default=Path("reports/eval"), help="folder for the JSON records")
+    p.add_argument("--route", choices=["prefix", "adapter", "both"], default="prefix", help="how memory reaches the model")
+    p.add_argument("--no-hopfield", action="store_true", help="probe E3: recall without Hopfield completion")
+    p.add_argument("--no-reader", action="store_true", help="B1/B2 without the memory-reader LoRA")
+    p.add_argument("--k", type=int, default=None, help="traces / chunks recalled per question (default model.recall_k)")
+    p.add_argument("--max-new-tokens", type=int, default=10, help="answer length cap (tokens)")
+    p.add_argument("--context-window", type=int, default=None, help="long-context window (tokens; default the model's)")
+    p.add_argument("--rag-chunk", type=int, default=1, help="episodes per RAG chunk")
+    p.add_argument("--cue-slots", action="store_true", help="recall with the question's cue slots, not its text alone")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--config", default=None, help="HEI-NW settings file (TOML)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    r = subparsers.add_parser("report", help="build report.md / report.html from a folder of run records")
+    r.add_argument("folder", type=Path)
+    r.add_argument("--title", default="HEI-NW evaluation")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise SystemExit(f"error: unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+    results = run_eval(
+        scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n,
+        seed=args.seed, out=args.out, route=args.route, hopfield=not args.no_hopfield, reader=not args.no_reader,
+        k=args.k, max_new_tokens=args.max_new_tokens, context_window=args.context_window,
+        rag_chunk=args.rag_chunk, cue_slots=args.cue_slots, n_boot=args.n_boot, threads=args.threads,
+        config=args.config, progress=not args.quiet,
+    )
+    for rec, path in results:
+        m = rec.metrics
+        cells = "  ".join(f"{k}={m[k].value:.3f}" for k in ("em", "f1", "p@1", "mrr") if k in m and m[k].value is not None)
+        print(f"{rec.mode:>15}  n={rec.n_items}  {cells}  prompt={_v(m, 'prompt_tokens')}  "
+              f"p50={_v(m, 'latency_p50')}ms  -> {path}")
+        for c in rec.comparisons:
+            d = c.diff
+            print(f"{'':>17}{c.metric} vs {c.baseline}: {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+                  if d.value is not None and d.low is not None and d.high is not None else "")
+
+
+def _v(m: dict[str, Any], key: str) -> str:
+    return f"{m[key].value:.1f}" if key in m and m[key].value is not None else "-"
+
+
+def run_eval(
+    *, scenario: str | None, dataset: str | None, modes: list[str], condition: str | None, n: int, seed: int,
+    out: Path, route: str = "prefix", hopfield: bool = True, reader: bool = True, k: int | None = None,
+    max_new_tokens: int = 10, context_window: int | None = None, rag_chunk: int = 1, cue_slots: bool = False,
+    n_boot: int = 2000, threads: int | None = None, config: str | None = None, progress: bool = True,
+    lm: Any = None,
+) -> list[tuple[Any, Path]]:
+    """Run ``modes`` on one task and write a record per mode into ``out``; returns (record, path) pairs.
+
+    ``lm`` reuses an already loaded :class:`~hei_nw_plugin.wrapper.HeiNwForCausalLM`.
+    """
+    from hei_nw_plugin import HeiNwSettings
+    from hei_nw_plugin.embed import default_embedder
+
+    from hei_nw_eval.runner import EvalRunner, RunOptions, build_record, refresh_comparisons, write_run
+
+    task, cond, units = _task_units(scenario, dataset, condition, n, seed)
+    settings = lm.settings if lm is not None else (HeiNwSettings.from_file(config) if config else HeiNwSettings.build())
+    settings.model.memory_reader = settings.model.memory_reader and reader
+    needs_lm = any(m != "retrieval-only" for m in modes)
+    if needs_lm and lm is None:
+        import torch
+
+        from hei_nw_plugin.wrapper import HeiNwForCausalLM
+
+        if threads:
+            torch.set_num_threads(threads)
+        lm = HeiNwForCausalLM.from_settings(settings, mode="B0")
+    options = RunOptions(route=route, hopfield=hopfield, k=k or settings.model.recall_k, max_new_tokens=max_new_tokens,
+                         context_window=context_window, rag_chunk=rag_chunk, cue_slots=cue_slots, n_boot=n_boot,
+                         seed=seed, progress=progress)
+    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
+                                batch_size=settings.embedder.batch_size, cache_size=0)
+    runner = EvalRunner(lm if needs_lm else None, embedder=embedder, options=options, base_settings=settings)
+    written = []
+    for mode in modes:
+        result = runner.run(mode, units)
+        tag = _tag(mode, route, hopfield, reader)
+        generation = lm.generation_record() if lm is not None and mode != "retrieval-only" else None
+        config_rec = {
+            "source": {"scenario": scenario, "dataset": dataset, "condition": cond, "n": n},
+            "embedder": settings.embedder.name,
+            "context_window": runner.window() if runner.lm is not None else None,
+            "engine": {"hopfield": hopfield, "gate_tau": settings.gate.tau, "keyer_k": settings.keyer.k},
+            "memory_reader": settings.model.memory_reader and mode in ("B1", "B2", "oracle"),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        record = build_record(result, task=task, condition=cond, options=options,
+                              model_id=settings.model.model_id if generation else None, generation=generation,
+                              config=config_rec, tag=tag)
+        written.append((record, write_run(record, result, out)))
+    refresh_comparisons(out, n_boot=n_boot)
+    from hei_nw_eval.records import load_records
+
+    fresh = {r.run_id: r for r in load_records(out)}
+    return [(fresh.get(rec.run_id, rec), path) for rec, path in written]
+
+
+def _tag(mode: str, route: str, hopfield: bool, reader: bool) -> str:
+    parts = []
+    if mode in ("B1", "B2", "oracle") and route != "prefix":
+        parts.append(route)
+    if mode in ("B1", "B2", "retrieval-only") and not hopfield:
+        parts.append("nohopfield")
+    if mode in ("B1", "B2", "oracle") and not reader:
+        parts.append("noreader")
+    return "-".join(parts)
+
+
+def _task_units(scenario: str | None, dataset: str | None, condition: str | None, n: int, seed: int) -> tuple[str, str | None, list[Any]]:
+    from hei_nw_eval.runner import units_from_samples, units_from_split
+
+    if dataset:
+        from hei_nw_eval.datasets import load_dataset
+
+        samples = load_dataset(dataset)
+        if not samples:
+            raise SystemExit(f"error: {dataset} holds no samples")
+        kind = dataset.split(":", 1)[0].lower()
+        sources = sorted({s.source for s in samples})
+        task = sources[0] if len(sources) == 1 else kind
+        if kind == "babi" and len(sources) > 1:
+            task = "babi:qa1-3"
+        if condition:
+            samples = [s for s in samples if s.source == condition or s.id.startswith(condition)]
+        return task, condition, units_from_samples(samples, n)
+    from hei_nw_eval.scenarios import generate
+
+    split = generate(scenario or "A", n, seed=seed, condition=condition)
+    return f"scenario:{split.scenario}", split.condition, units_from_split(split)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from hei_nw_eval.report import build_report
+
+    files = build_report(args.folder, title=args.title)
+    print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} figures")
