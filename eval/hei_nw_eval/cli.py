@@ -88,10 +88,9 @@ def run_eval(
 
     ``lm`` reuses an already loaded :class:`~hei_nw_plugin.wrapper.HeiNwForCausalLM`.
     """
+    from hei_nw_eval.runner import EvalRunner, RunOptions, build_record, refresh_comparisons, write_run
     from hei_nw_plugin import HeiNwSettings
     from hei_nw_plugin.embed import default_embedder
-
-    from hei_nw_eval.runner import EvalRunner, RunOptions, build_record, refresh_comparisons, write_run
 
     task, cond, units = _task_units(scenario, dataset, condition, n, seed)
     settings = lm.settings if lm is not None else (HeiNwSettings.from_file(config) if config else HeiNwSettings.build())
