@@ -410,6 +410,14 @@ class SQLTraceStore:
         with self._read() as conn:
             return list(conn.execute(q.order_by(replay_queue.c.trace_seq)).all())
 
+    def mark_replayed(self, seqs: Sequence[int]) -> None:
+        """Add one to the replay count of each queued trace in ``seqs`` (deleted ones are ignored)."""
+        if not seqs:
+            return
+        with self._tx() as conn:
+            conn.execute(update(replay_queue).where(replay_queue.c.trace_seq.in_(list(seqs))).values(
+                replay_count=replay_queue.c.replay_count + 1))
+
     # ------------------------------------------------------------------- verify
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> tuple[int, list[VerifyProblem]]:
         """Walk the provenance chain and the live rows; returns (records checked, problems)."""
