@@ -395,7 +395,7 @@ def run_id(task: str, condition: str | None, mode: str, *, seed: int, n: int, ta
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in "-".join(parts))
 
 
-def _per_item(outcomes: Sequence[Outcome], k: int) -> dict[str, np.ndarray]:
+def _per_item(outcomes: Sequence[Outcome], k: int, *, ranking: bool = True) -> dict[str, np.ndarray]:
     vals: dict[str, np.ndarray] = {
         "em": np.array([o.em for o in outcomes]),
         "f1": np.array([o.f1 for o in outcomes]),
@@ -403,7 +403,7 @@ def _per_item(outcomes: Sequence[Outcome], k: int) -> dict[str, np.ndarray]:
     if all(o.locomo_f1 is not None for o in outcomes):
         vals["locomo_f1"] = np.array([o.locomo_f1 for o in outcomes], dtype=np.float64)
     scored = [o for o in outcomes if o.ranked is not None and o.relevant]
-    if scored and len(scored) == len(outcomes):
+    if ranking and scored and len(scored) == len(outcomes):
         every = M.retrieval_per_query([o.ranked or [] for o in scored], [set(o.relevant) for o in scored], [1, k])
         vals["p@1"], vals[f"recall@{k}"], vals["mrr"] = every["p@1"], every[f"recall@{k}"], every["mrr"]
     return vals
@@ -419,7 +419,7 @@ def build_record(
         raise ValueError("no outcomes to record")
     seed, nb = options.seed, options.n_boot
     metrics: dict[str, MetricValue] = {}
-    for name, vals in _per_item(outs, options.k).items():
+    for name, vals in _per_item(outs, options.k, ranking=result.mode in RANKING_MODES).items():
         metrics[name] = MetricValue.of(M.bootstrap_ci(vals, n_boot=nb, seed=seed))
     breakdown: dict[str, dict[str, MetricValue]] = {}
     if "locomo_f1" in metrics:
