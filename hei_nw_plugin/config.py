@@ -76,6 +76,7 @@ class GateSettings(_Section):
     delta: float = Field(1.0, ge=0.0, description="δ: weight of an explicit pin ('remember this').")
     tau: float = Field(0.42, ge=0.0, description="τ: write threshold on S (0.42: gate recall 0.88-1.0 at precision ~0.65 on scenarios A and C with the proxy).")
     target_write_rate: float = Field(5.0, gt=0.0, description="Target accepted writes per 1k observed tokens (telemetry compares against it).")
+    model_surprise_weight: float = Field(0.5, ge=0.0, le=1.0, description="Share of the model's NLL in surprise when a model is attached (rest: the proxy); 1.0 uses the model alone.")
     surprise_scale: float = Field(8.0, gt=0.0, description="NLL in nats/token that maps to surprise 1.0 (surprise = min(1, nll/scale)).")
     duplicate_similarity: float = Field(0.995, gt=0.0, le=1.0, description="Key cosine above which an unpinned event counts as a duplicate and is rejected.")
 

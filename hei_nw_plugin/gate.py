@@ -2,7 +2,9 @@
 
 * surprise: with a language model attached (:class:`SurpriseScorer`), the
   model's mean token NLL (nats/token) divided by ``surprise_scale`` and clipped
-  to [0, 1]; without one, the documented cheap proxy :class:`UnigramSurprise`
+  to [0, 1], blended with the proxy by ``model_surprise_weight`` (SmolLM2-135M's
+  NLL alone separated scenario A facts from chit-chat at PR-AUC 0.23, the proxy
+  at 0.98, the 50/50 blend at 0.94, on 226 generated episodes); without one, the documented cheap proxy :class:`UnigramSurprise`
   (function words and chat boilerplate score low, digits high, other words by
   their rarity in what the namespace has offered so far).
 * novelty: 1 − cosine between the event's key and its nearest stored key in the
@@ -185,7 +187,11 @@ class WriteGate:
         nll = float(self.model_surprise.nll(text))
         if not math.isfinite(nll):
             nll = self.settings.surprise_scale
-        return min(1.0, max(0.0, nll / self.settings.surprise_scale)), "model_nll"
+        model = min(1.0, max(0.0, nll / self.settings.surprise_scale))
+        w = self.settings.model_surprise_weight
+        if w >= 1.0:
+            return model, "model_nll"
+        return w * model + (1.0 - w) * proxy, "model_nll+proxy"
 
     def decide(
         self, *, namespace: str, text: str, nearest_similarity: float | None, reward: float, pin: bool, tokens: int,

@@ -75,7 +75,7 @@ class GateComponents(BaseModel):
     novelty: float
     reward: float
     pin: float
-    surprise_source: str = Field(description="'model_nll' or 'unigram_proxy'.")
+    surprise_source: str = Field(description="'model_nll', 'model_nll+proxy' or 'unigram_proxy'.")
 
 
 class WriteDecision(BaseModel):

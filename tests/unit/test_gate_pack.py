@@ -15,7 +15,7 @@ class FixedNLL:
 
 
 def test_gate_formula_and_reasons() -> None:
-    g = WriteGate(GateSettings(alpha=0.5, beta=0.3, gamma=0.2, delta=1.0, tau=0.5), surprise=FixedNLL(4.0))
+    g = WriteGate(GateSettings(alpha=0.5, beta=0.3, gamma=0.2, delta=1.0, tau=0.5, model_surprise_weight=1.0), surprise=FixedNLL(4.0))
     d = g.decide(namespace="n", text="x", nearest_similarity=0.2, reward=0.5, pin=False, tokens=10)
     assert d.components.surprise == 0.5 and d.components.surprise_source == "model_nll"
     assert abs(d.score - (0.5 * 0.5 + 0.3 * 0.8 + 0.2 * 0.5)) < 1e-9
@@ -77,3 +77,9 @@ def test_proxy_scores_names_numbers_and_salience_markers() -> None:
     marked, _ = g.surprise("q", "From now on use dark mode in the editor")
     unmarked, _ = g.surprise("r", "Dark mode in the editor")
     assert marked > unmarked
+
+
+def test_model_surprise_is_blended_with_the_proxy() -> None:
+    g = WriteGate(GateSettings(model_surprise_weight=0.5), surprise=FixedNLL(8.0))  # model part = 1.0
+    s, src = g.surprise("n", "ok thanks")
+    assert src == "model_nll+proxy" and 0.5 <= s < 0.6
