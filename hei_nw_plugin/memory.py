@@ -326,7 +326,7 @@ class HEIMemory:
                 weights = np.zeros_like(scores)
             cue_sims = X @ feat
             if self.settings.hopfield.supersede_slots:
-                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand)
+                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand, c.slots)
             ranked = [int(j) for j in np.argsort(-scores, kind="stable")]
             if min_similarity is not None:
                 ranked = [j for j in ranked if cue_sims[j] >= min_similarity]
@@ -634,14 +634,17 @@ class HEIMemory:
         await asyncio.to_thread(self.set_expiry, trace_id, ttl_s, namespace=namespace)
 
 
-def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int]) -> np.ndarray:
+def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int],
+               cue_slots: Mapping[str, Any] | None = None) -> np.ndarray:
     """Newest wins among versions of one fact.
 
     Two traces are versions of one fact when their slots have the same keys (at
     least three) and differ in exactly one value (``who=Lorcan, attribute=manager,
     value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
-    ranks first, the older just below it.
+    ranks first, the older just below it — unless the cue itself names the
+    older value of the differing slot, which asks for that version.
     """
+    cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
     out = scores.copy()
     n = len(seqs)
     for i in sorted(range(n), key=lambda x: -seqs[x]):  # newest first, so chains order newest → oldest
@@ -650,8 +653,10 @@ def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], se
             continue
         for j in range(n):
             sj = slots[j]
-            if seqs[j] > seqs[i] and sj and sj.keys() == si.keys() and sum(si[x] != sj[x] for x in si) == 1:
-                out[i] = min(out[i], out[j] - 1e-4)
+            if seqs[j] > seqs[i] and sj and sj.keys() == si.keys():
+                differing = [x for x in si if si[x] != sj[x]]
+                if len(differing) == 1 and cue.get(differing[0]) != str(si[differing[0]]).strip().lower():
+                    out[i] = min(out[i], out[j] - 1e-4)
     return out
 
 

@@ -306,3 +306,11 @@ def test_newest_version_of_a_fact_wins(mem: HEIMemory) -> None:
     mem.settings = mem2_settings
     r2 = mem.recall("Lorcan's manager is Casimir", k=3, namespace="n")
     assert r2.traces[0].trace.text == old["text"]  # without the rule the closer, older wording wins
+
+
+def test_a_cue_naming_the_old_value_gets_the_old_version(mem: HEIMemory) -> None:
+    a = {"text": "On Monday Ava lost a wallet at the pier (ref R1).", "slots": {"who": "Ava", "what": "wallet", "when": "Monday", "ref": "R1"}, "force": True}
+    b = {"text": "On Monday Ava lost a wallet at the pier (ref R2).", "slots": {"who": "Ava", "what": "wallet", "when": "Monday", "ref": "R2"}, "force": True}
+    mem.write_many([a, b], namespace="n")
+    r = mem.recall({"text": "What happened with Ava, R1?", "slots": {"who": "Ava", "ref": "R1"}}, k=2, namespace="n")
+    assert r.traces[0].trace.slots["ref"] == "R1"
