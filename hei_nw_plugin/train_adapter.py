@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,22 +63,21 @@ class TrainConfig:
     kv_heads: int | None = 3
     """3 = the base model's own K/V grouping (GQA), so the block can start as a copy of layer n's attention."""
     init_from_layer: bool = True
+    copy_path: bool = True
+    """Give the adapter its copy path (scale calibrated from the model's own norms)."""
     gate_lr_scale: float = 10.0
     """The zero-initialised gate learns this much faster than the projections, so it opens early."""
     max_mem_tokens: int = 128
-    max_facts: int = 4
+    max_facts: int = 3
     batch_size: int = 8
-    adapter_steps: int = 150
+    adapter_steps: int = 100
     adapter_lr: float = 2e-3
-    reader_steps: int = 120
-    reader_lr: float = 1e-3
+    reader_steps: int = 60
+    reader_lr: float = 2e-3
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     warmup_steps: int = 10
-    dev_rows: int = 40
-    data_seed_offset: int = 1000
-    """Dev rows use seed + this offset, so they are never training rows."""
 
 
 @dataclass
@@ -160,6 +160,20 @@ def _train(
     return curve
 
 
+def calibrate_copy_scale(lm: LoadedModel, hook: AdapterHook) -> float:
+    """Median residual-stream norm at the adapter's layer over mean token-embedding norm.
+
+    Measured on fixed generated memories; the copy path starts at this scale so
+    that an open copy gate moves the residual by about its own size.
+    """
+    rows = generate_rows(16, seed=424242, max_facts=4)
+    state = hook.encode_memory(lm.tokenizer, [r.memory for r in rows])
+    assert state.embeds is not None
+    hidden = state.vectors.norm(dim=-1)[state.mask].median()
+    embeds = state.embeds.norm(dim=-1)[state.mask].mean()
+    return round(float(hidden / embeds), 2)
+
+
 def add_reader_lora(lm: LoadedModel, cfg: TrainConfig, first_layer: int) -> Any:
     """Wrap the model with a fresh LoRA on the layers from ``first_layer`` up (adapter name 'reader')."""
     from peft import LoraConfig, get_peft_model
@@ -172,8 +186,14 @@ def add_reader_lora(lm: LoadedModel, cfg: TrainConfig, first_layer: int) -> Any:
     return get_peft_model(lm.model, config, adapter_name="reader")
 
 
-def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *, with_reader: bool = True) -> dict[str, Any]:
-    """Run both phases and write weights, config, seed and loss curves into ``out``."""
+def train(
+    cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *, with_reader: bool = True,
+    adapter_from: Path | None = None,
+) -> dict[str, Any]:
+    """Run both phases and write weights, config, seed and loss curves into ``out``.
+
+    ``adapter_from`` (experiments only) loads a trained adapter and skips phase 1.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -192,14 +212,24 @@ def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *,
     n_adapter = cfg.adapter_steps * cfg.batch_size
     n_reader = cfg.reader_steps * cfg.batch_size if with_reader else 0
     rows = generate_rows(n_adapter + n_reader, seed=cfg.seed, max_facts=cfg.max_facts)
-    if cfg.init_from_layer and adapter.config.layer < lm.num_layers:
-        adapter.init_from_attention(decoder_layers(lm.model)[adapter.config.layer])
-    others = [p for name, p in adapter.named_parameters() if name != "gate"]
-    groups = [{"params": others}, {"params": [adapter.gate], "lr_scale": cfg.gate_lr_scale}]
-    adapter_curve = _train(
-        lm, hook, groups, rows[:n_adapter], ["adapter"] * n_adapter,
-        body=body, steps=cfg.adapter_steps, lr=cfg.adapter_lr, cfg=cfg, label="adapter",
-    )
+    if cfg.copy_path:
+        adapter.config = replace(adapter.config, copy_scale=calibrate_copy_scale(lm, hook))
+    adapter_curve: list[dict[str, float]] = []
+    if adapter_from is not None:
+        adapter.load_state_dict(EpisodicAdapter.load(adapter_from)[0].state_dict())
+    else:
+        if cfg.init_from_layer and adapter.config.layer < lm.num_layers:
+            adapter.init_from_attention(decoder_layers(lm.model)[adapter.config.layer])
+        gates = {"gate", "copy_gate"}
+        others = [p for name, p in adapter.named_parameters() if name not in gates]
+        groups: list[dict[str, Any]] = [
+            {"params": others},
+            {"params": [adapter.gate, adapter.copy_gate], "lr_scale": cfg.gate_lr_scale},
+        ]
+        adapter_curve = _train(
+            lm, hook, groups, rows[:n_adapter], ["adapter"] * n_adapter,
+            body=body, steps=cfg.adapter_steps, lr=cfg.adapter_lr, cfg=cfg, label="adapter",
+        )
     for p in adapter.parameters():
         p.requires_grad_(False)
     t_adapter = time.perf_counter() - t_start
@@ -228,10 +258,13 @@ def train(cfg: TrainConfig, out: Path, settings: ModelSettings | None = None, *,
     summary = {
         "config": asdict(cfg),
         "train_seconds": round(train_s, 1),
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
         "adapter_seconds": round(t_adapter, 1),
         "adapter_sha256": weights_sha256(out),
         "adapter_params": added_params(adapter),
         "reader": with_reader,
+        "adapter_from": str(adapter_from) if adapter_from else None,
         "generation": record,
     }
     (out / "loss_curve.json").write_text(json.dumps({"adapter": adapter_curve, "reader": reader_curve}) + "\n")
@@ -244,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder for weights, config and loss curve.")
     parser.add_argument("--no-reader", action="store_true", help="Train the adapter only.")
+    parser.add_argument("--adapter-from", type=Path, default=None, help="Experiments: reuse a trained adapter, skip phase 1.")
     defaults = TrainConfig()
     for name in ("seed", "threads", "batch_size", "adapter_steps", "reader_steps", "max_facts", "lora_r"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
@@ -251,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    train(cfg, args.out, with_reader=not args.no_reader)
+    train(cfg, args.out, with_reader=not args.no_reader, adapter_from=args.adapter_from)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise require_extra(err.name or "torch", "model") from err
 
 from hei_nw_plugin.adapter import CONFIG_FILE, AdapterConfig, AdapterHook, EpisodicAdapter, MemoryState, weights_sha256
-from hei_nw_plugin.config import HeiNwSettings, ModelSettings
+from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.errors import ConfigError
 from hei_nw_plugin.model.loading import CONVERSION_RECORD, LoadedModel, generation_record, load_base_model
 from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT, OneShot, answer_messages, clean_answer, prompt_memory
@@ -89,9 +89,18 @@ def _matches_shipped(folder: Path, model_path: str) -> bool:
 class HeiNwForCausalLM:
     """A causal LM plus episodic memory, adapter and reader (see the module docstring).
 
-    Build with :meth:`from_settings` (loads everything from config) or pass an
-    already loaded model and tokenizer. Thread-safe for concurrent calls (one
-    generation at a time; the adapter's memory is per call).
+    Build with :meth:`from_settings` (loads everything from config) or
+    :meth:`from_model` (an already loaded model and tokenizer). Thread-safe for
+    concurrent calls (one generation at a time; the adapter's memory is per call)::
+
+        mem = HEIMemory.open("./mem")
+        lm = HeiNwForCausalLM.from_settings(mem.settings, memory=mem, mode="B1")
+        mem.write("Nadia keeps the spare key in the garden shed.", namespace="u1")
+        lm.generate_answer("Where does Nadia keep the spare key?", namespace="u1").text
+        lm.mode = "B0"   # one-line switch back to the bare model
+
+    or through transformers: ``register_pipeline()`` then
+    ``pipeline("hei-nw-qa", model=resolve_model_path(ModelSettings()), memory=mem)``.
     """
 
     def __init__(
@@ -139,18 +148,28 @@ class HeiNwForCausalLM:
     def from_settings(
         cls, settings: HeiNwSettings | None = None, *, memory: HEIMemory | None = None, mode: Mode = "B1"
     ) -> HeiNwForCausalLM:
-        """Load base model, adapter and reader as ``settings.model`` says (offline)."""
+        """Load the base model as ``settings.model`` says (offline), then :meth:`from_model`."""
+        settings = settings or (memory.settings if memory is not None else HeiNwSettings())
+        loaded = load_base_model(settings.model)
+        return cls.from_model(loaded.model, loaded.tokenizer, settings=settings, memory=memory, mode=mode,
+                              model_path=loaded.path)
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, *, settings: HeiNwSettings | None = None, memory: HEIMemory | None = None,
+        mode: Mode = "B1", model_path: str = "",
+    ) -> HeiNwForCausalLM:
+        """Wrap a loaded model, adding adapter and reader weights from settings, or the shipped
+        ones when they were trained on this very model (checked by weights hash)."""
         settings = settings or (memory.settings if memory is not None else HeiNwSettings())
         ms = settings.model
-        loaded = load_base_model(ms)
-        adapter_dir = ms.adapter_weights
-        if adapter_dir is None and _matches_shipped(SHIPPED_WEIGHTS, loaded.path):
-            adapter_dir = SHIPPED_WEIGHTS
+        shipped = _matches_shipped(SHIPPED_WEIGHTS, model_path)
+        adapter_dir = ms.adapter_weights or (SHIPPED_WEIGHTS if shipped else None)
         adapter = None
         if adapter_dir is not None:
             adapter, _ = EpisodicAdapter.load(adapter_dir)
             expected = AdapterConfig.for_model(
-                loaded.model.config, depth=ms.adapter_depth, kv_heads=ms.adapter_kv_heads,
+                model.config, depth=ms.adapter_depth, kv_heads=ms.adapter_kv_heads,
                 max_mem_tokens=settings.pack.max_mem_tokens,
             )
             # Trained weights fix their own K/V head count; only an explicit setting must agree.
@@ -162,13 +181,11 @@ class HeiNwForCausalLM:
                     + (f" with {expected.kv_heads}" if kv_pinned else "")
                 )
             adapter.config = replace(adapter.config, max_mem_tokens=settings.pack.max_mem_tokens)
-        reader_dir = ms.reader_weights
         # Loaded even when memory_reader is off, so it can be switched per call.
         shipped_reader = SHIPPED_WEIGHTS / READER_DIR
-        if reader_dir is None and shipped_reader.is_dir() and _matches_shipped(SHIPPED_WEIGHTS, loaded.path):
-            reader_dir = shipped_reader
-        lm = cls(loaded.model, loaded.tokenizer, settings=settings, memory=memory, mode=mode,
-                 adapter=adapter, reader=reader_dir, model_path=loaded.path)
+        reader_dir = ms.reader_weights or (shipped_reader if shipped and shipped_reader.is_dir() else None)
+        lm = cls(model, tokenizer, settings=settings, memory=memory, mode=mode,
+                 adapter=adapter, reader=reader_dir, model_path=model_path)
         lm._adapter_path = Path(adapter_dir) if adapter_dir is not None else None
         return lm
 
@@ -386,7 +403,7 @@ class HeiNwForCausalLM:
         t0 = time.perf_counter()
         ms = self.settings.model
         cue = messages[-1]["content"]
-        memory_text, trace_ids, timings = "", [], {}
+        memory_text, trace_ids, timings = "", list[str](), dict[str, float]()
         if self.mode in ("B1", "B2"):
             memory_text, trace_ids, timings["recall"] = self._recall(cue, namespace, k or ms.recall_k)
         route, use_adapter, loras = self._plan(memory_text)
@@ -436,7 +453,9 @@ class HeiNwForCausalLM:
         from transformers import pipeline
 
         register_pipeline()
-        return pipeline(PIPELINE_TASK, model=self.base_model, tokenizer=self.tokenizer, hei_nw=self, device="cpu" if self.base_model.device.type == "cpu" else self.base_model.device, **kwargs)
+        build: Any = pipeline  # the task is registered at runtime, outside transformers' overloads
+        return cast(Pipeline, build(PIPELINE_TASK, model=self.base_model, tokenizer=self.tokenizer, hei_nw=self,
+                                    device=self.base_model.device, **kwargs))
 
 
 class HeiNwQAPipeline(Pipeline):
@@ -446,15 +465,16 @@ class HeiNwQAPipeline(Pipeline):
     Returns ``{"answer", "generated_text", "raw", "memory", "trace_ids", "mode", "route"}``.
     """
 
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = True
+    # transformers annotates these flags as None; pipeline() reads them as booleans.
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = False  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
+    _load_tokenizer = True  # type: ignore[assignment]
 
     def __init__(self, *args: Any, hei_nw: HeiNwForCausalLM | None = None, memory: HEIMemory | None = None,
                  mode: Mode = "B1", settings: HeiNwSettings | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.hei_nw = hei_nw or HeiNwForCausalLM(
+        self.hei_nw = hei_nw or HeiNwForCausalLM.from_model(
             self.model, self.tokenizer, settings=settings, memory=memory, mode=mode,
             model_path=str(getattr(self.model, "name_or_path", "")),
         )
@@ -466,13 +486,13 @@ class HeiNwQAPipeline(Pipeline):
             raise ConfigError(f"unknown hei-nw-qa arguments: {sorted(unknown)}")
         return {}, {k: v for k, v in kwargs.items() if k in allowed}, {}
 
-    def preprocess(self, inputs: Any, **_: Any) -> dict[str, Any]:
+    def preprocess(self, inputs: Any, **_: Any) -> dict[str, Any]:  # type: ignore[override]
         question = inputs.get("question") if isinstance(inputs, dict) else inputs
         if not isinstance(question, str) or not question.strip():
             raise ConfigError("hei-nw-qa needs a non-empty question string")
         return {"question": question}
 
-    def _forward(self, model_inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def _forward(self, model_inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         return {"answer": self.hei_nw.generate_answer(model_inputs["question"], **kwargs)}
 
     def postprocess(self, model_outputs: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hei_nw_plugin.config import PackSettings
 from hei_nw_plugin.pack import Packer
@@ -249,7 +249,7 @@ def generate_rows(n: int, *, seed: int, max_facts: int = 6) -> list[QARow]:
         flag: Packer(PackSettings(max_mem_tokens=8192, include_slots=flag, redact_pii=False))
         for flag in (True, False)
     }
-    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
     rows: list[QARow] = []
     while len(rows) < n:
         template = rng.choice(_TEMPLATES)

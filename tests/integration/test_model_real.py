@@ -12,11 +12,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter  # noqa: E402
-from hei_nw_plugin.config import HeiNwSettings  # noqa: E402
-from hei_nw_plugin.model.loading import CONVERSION_RECORD, load_base_model  # noqa: E402
-from hei_nw_plugin.model.prompting import answer_messages  # noqa: E402
-from hei_nw_plugin.wrapper import SHIPPED_WEIGHTS, HeiNwForCausalLM  # noqa: E402
+from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter
+from hei_nw_plugin.config import HeiNwSettings
+from hei_nw_plugin.model.loading import CONVERSION_RECORD, load_base_model
+from hei_nw_plugin.model.prompting import answer_messages
+from hei_nw_plugin.wrapper import SHIPPED_WEIGHTS, HeiNwForCausalLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -126,3 +126,37 @@ def test_model_surprise_ranks_gibberish_above_plain_text(lm: HeiNwForCausalLM) -
 def test_shipped_weights_exist() -> None:
     for name in ("adapter.safetensors", "adapter_config.json", "loss_curve.json", "train_summary.json"):
         assert (SHIPPED_WEIGHTS / name).is_file(), name
+
+
+@needs_weights
+def test_transformers_pipeline_entry(tmp_path: Path) -> None:
+    """`from transformers import pipeline` with the converted folder gets the shipped adapter and reader."""
+    from transformers import pipeline
+
+    from hei_nw_plugin.config import ModelSettings
+    from hei_nw_plugin.memory import HEIMemory
+    from hei_nw_plugin.model.loading import resolve_model_path
+    from hei_nw_plugin.wrapper import register_pipeline
+
+    register_pipeline()
+    with HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path})) as mem:
+        qa = pipeline("hei-nw-qa", model=resolve_model_path(ModelSettings()), memory=mem, mode="B1", device="cpu")
+        assert qa.hei_nw.has_reader and qa.hei_nw.adapter is not None
+        mem.write("Nadia keeps the spare key in the garden shed.", namespace="u")
+        out = qa("Where does Nadia keep the spare key?", namespace="u")
+    assert out["answer"].lower() == "garden shed" and out["mode"] == "B1" and out["trace_ids"]
+
+
+@pytest.mark.slow
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    """Two short runs of the training script with one seed write byte-identical weights."""
+    from hei_nw_plugin.adapter import weights_sha256
+    from hei_nw_plugin.train_adapter import TrainConfig, train
+
+    cfg = TrainConfig(adapter_steps=2, reader_steps=1, batch_size=2, warmup_steps=1)
+    hashes = []
+    for run in ("a", "b"):
+        train(cfg, tmp_path / run)
+        reader = (tmp_path / run / "reader_lora" / "reader" / "adapter_model.safetensors").read_bytes()
+        hashes.append((weights_sha256(tmp_path / run), reader))
+    assert hashes[0] == hashes[1]

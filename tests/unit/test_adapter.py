@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from tiny_lm import tiny_model, tiny_tokenizer
 
-from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter  # noqa: E402
-from hei_nw_plugin.errors import ConfigError  # noqa: E402
+from hei_nw_plugin.adapter import AdapterConfig, AdapterHook, EpisodicAdapter
+from hei_nw_plugin.errors import ConfigError
 
 MEMORY = ["1. [2023-01-01] Nadia keeps the key in the attic.", "2. Viktor met Greta at the pier."]
 
@@ -208,3 +208,26 @@ def test_init_from_attention_keeps_the_layers_head_grouping(tok) -> None:  # typ
     mqa = _adapter(model, kv_heads=1)
     mqa.init_from_attention(layer)  # averaged K/V heads
     torch.testing.assert_close(mqa.k_proj.weight, layer.self_attn.k_proj.weight.view(2, 16, 64).mean(0))
+
+
+def test_copy_path_mixes_the_memory_token_embeddings(tok) -> None:  # type: ignore[no-untyped-def]
+    """With uniform attention the copy path adds scale·tanh(c)·mean(embeddings incl. the empty null slot)."""
+    from dataclasses import replace
+
+    model = tiny_model()
+    ad = _adapter(model)
+    ad.config = replace(ad.config, copy_scale=4.0)
+    hook = AdapterHook(model, ad)
+    state = hook.encode_memory(tok, MEMORY[:1])
+    assert state.embeds is not None
+    with torch.no_grad():
+        ad.q_proj.weight.zero_()  # every score 0: uniform over null + M slots
+        ad.copy_gate.fill_(1.0)
+        hidden = torch.randn(1, 3, 64)
+        out = ad(hidden, ad.project_memory(state))
+    m = state.embeds.shape[1]
+    expected = 4.0 * torch.tanh(torch.tensor(1.0)) * state.embeds.sum(dim=1, keepdim=True) / (m + 1)
+    torch.testing.assert_close(out - hidden, expected.expand(1, 3, 64), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        ad.copy_gate.zero_()
+        assert torch.equal(ad(hidden, ad.project_memory(state)), hidden)

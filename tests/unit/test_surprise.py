@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from tiny_lm import tiny_model, tiny_tokenizer
 
-from hei_nw_plugin.gate import SurpriseScorer  # noqa: E402
-from hei_nw_plugin.surprise import ModelNLLSurprise  # noqa: E402
+from hei_nw_plugin.gate import SurpriseScorer
+from hei_nw_plugin.surprise import ModelNLLSurprise
 
 
 @pytest.fixture(scope="module")

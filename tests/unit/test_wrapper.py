@@ -10,13 +10,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from tiny_lm import tiny_model, tiny_tokenizer
 
-from hei_nw_plugin.adapter import AdapterConfig, EpisodicAdapter  # noqa: E402
-from hei_nw_plugin.config import HeiNwSettings  # noqa: E402
-from hei_nw_plugin.errors import ConfigError  # noqa: E402
-from hei_nw_plugin.memory import HEIMemory  # noqa: E402
-from hei_nw_plugin.wrapper import HeiNwForCausalLM  # noqa: E402
+from hei_nw_plugin.adapter import AdapterConfig, EpisodicAdapter
+from hei_nw_plugin.config import HeiNwSettings
+from hei_nw_plugin.errors import ConfigError
+from hei_nw_plugin.memory import HEIMemory
+from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
 FACT = "Nadia keeps the key in the attic."
 

@@ -37,11 +37,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_model(seed: int = 0, **over: Any) -> LlamaForCausalLM:
     """A 5-layer, 64-wide random Llama (4 query heads, 2 KV heads), eval mode."""
     torch.manual_seed(seed)
-    cfg = dict(
-        vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=5, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=256, eos_token_id=257, pad_token_id=257,
-    )
+    cfg = {
+        "vocab_size": 260, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": True,
+        "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 257,
+    }
     cfg.update(over)
     model = LlamaForCausalLM(LlamaConfig(**cfg))
     return model.eval()
