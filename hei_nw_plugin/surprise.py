@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -40,12 +41,16 @@ class ModelNLLSurprise:
         *,
         max_tokens: int = 256,
         base_context: Callable[[], AbstractContextManager[Any]] | None = None,
+        cache_size: int = 4096,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self._base_context = base_context or nullcontext
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, float] = OrderedDict()
+        """Scores of recently seen texts (base-model NLL is a pure function of the text)."""
+        self.cache_size = cache_size
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
             raise ValueError("tokenizer has neither a BOS nor an EOS token to start scoring from")
@@ -56,7 +61,19 @@ class ModelNLLSurprise:
         return self.nll_many([text])[0]
 
     def nll_many(self, texts: Sequence[str]) -> list[float]:
-        """Mean NLL (nats/token) of each text, scored as one padded batch."""
+        """Mean NLL (nats/token) of each text, scored as one padded batch (repeats come from a cache)."""
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+        fresh = list(dict.fromkeys(t for t in texts if t not in known))
+        scored = dict(zip(fresh, self._score(fresh), strict=True)) if fresh else {}
+        if scored and self.cache_size > 0:
+            with self._lock:
+                self._cache.update(scored)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return [known[t] if t in known else scored[t] for t in texts]
+
+    def _score(self, texts: Sequence[str]) -> list[float]:
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_tokens] for t in texts]
         out = [0.0] * len(texts)
         todo = [i for i, x in enumerate(ids) if x]

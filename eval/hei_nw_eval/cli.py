@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hei_nw_eval.runner import MODES
+from hei_nw_eval.runner import MODES, ROUTED_MODES, ROUTES
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n", type=int, default=20, help="questions")
     p.add_argument("--seed", type=int, default=0, help="data and bootstrap seed")
     p.add_argument("--out", type=Path, default=Path("reports/eval"), help="folder for the JSON records")
-    p.add_argument("--route", choices=["prefix", "adapter", "both"], default="prefix", help="how memory reaches the model")
+    p.add_argument("--route", default="prefix",
+                   help="how memory reaches the model: prefix, adapter or both; comma-separated runs each "
+                        "memory mode (B1, B2, oracle) once per route with one loaded model")
     p.add_argument("--no-hopfield", action="store_true", help="probe E3: recall without Hopfield completion")
     p.add_argument("--no-reader", action="store_true", help="B1/B2 without the memory-reader LoRA")
     p.add_argument("--k", type=int, default=None, help="traces / chunks recalled per question (default model.recall_k)")
@@ -55,9 +58,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise SystemExit(f"error: unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+    routes = [r.strip() for r in args.route.split(",") if r.strip()]
+    if not routes or any(r not in ROUTES for r in routes):
+        raise SystemExit(f"error: --route takes {', '.join(ROUTES)} (comma-separated), got {args.route!r}")
     results = run_eval(
         scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n,
-        seed=args.seed, out=args.out, route=args.route, hopfield=not args.no_hopfield, reader=not args.no_reader,
+        seed=args.seed, out=args.out, route=routes, hopfield=not args.no_hopfield, reader=not args.no_reader,
         k=args.k, max_new_tokens=args.max_new_tokens, context_window=args.context_window,
         rag_chunk=args.rag_chunk, cue_slots=args.cue_slots, n_boot=args.n_boot, threads=args.threads,
         config=args.config, progress=not args.quiet,
@@ -79,14 +85,15 @@ def _v(m: dict[str, Any], key: str) -> str:
 
 def run_eval(
     *, scenario: str | None, dataset: str | None, modes: list[str], condition: str | None, n: int, seed: int,
-    out: Path, route: str = "prefix", hopfield: bool = True, reader: bool = True, k: int | None = None,
+    out: Path, route: str | Sequence[str] = "prefix", hopfield: bool = True, reader: bool = True, k: int | None = None,
     max_new_tokens: int = 10, context_window: int | None = None, rag_chunk: int = 1, cue_slots: bool = False,
     n_boot: int = 2000, threads: int | None = None, config: str | None = None, progress: bool = True,
     lm: Any = None,
 ) -> list[tuple[Any, Path]]:
     """Run ``modes`` on one task and write a record per mode into ``out``; returns (record, path) pairs.
 
-    ``lm`` reuses an already loaded :class:`~hei_nw_plugin.wrapper.HeiNwForCausalLM`.
+    ``lm`` reuses an already loaded :class:`~hei_nw_plugin.wrapper.HeiNwForCausalLM`. With several
+    routes, each mode that reads memory through the model (B1, B2, oracle) runs once per route.
     """
     from hei_nw_eval.runner import EvalRunner, RunOptions, build_record, refresh_comparisons, write_run
     from hei_nw_plugin import HeiNwSettings
@@ -104,16 +111,19 @@ def run_eval(
         if threads:
             torch.set_num_threads(threads)
         lm = HeiNwForCausalLM.from_settings(settings, mode="B0")
-    options = RunOptions(route=route, hopfield=hopfield, k=k or settings.model.recall_k, max_new_tokens=max_new_tokens,
+    routes = [route] if isinstance(route, str) else list(route)
+    options = RunOptions(route=routes[0], hopfield=hopfield, k=k or settings.model.recall_k, max_new_tokens=max_new_tokens,
                          context_window=context_window, rag_chunk=rag_chunk, cue_slots=cue_slots, n_boot=n_boot,
                          seed=seed, progress=progress)
     embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
                                 batch_size=settings.embedder.batch_size, cache_size=0)
     runner = EvalRunner(lm if needs_lm else None, embedder=embedder, options=options, base_settings=settings)
     written = []
-    for mode in modes:
+    plan = [(m, r) for m in modes for r in (routes if m in ROUTED_MODES else routes[:1])]
+    for mode, route_now in plan:
+        runner.set_route(route_now)
         result = runner.run(mode, units)
-        tag = _tag(mode, route, hopfield, reader)
+        tag = _tag(mode, route_now, hopfield, reader)
         generation = lm.generation_record() if lm is not None and mode != "retrieval-only" else None
         config_rec = {
             "source": {"scenario": scenario, "dataset": dataset, "condition": cond, "n": n},

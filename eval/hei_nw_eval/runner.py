@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 MODES: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B1-empty", "oracle", "retrieval-only", "long-context", "rag")
 MEMORY_MODES = frozenset({"B1", "B2", "B1-empty", "retrieval-only"})
 """Modes that recall from a HEIMemory (B1-empty writes nothing into it)."""
+ROUTES: tuple[str, ...] = ("prefix", "adapter", "both")
+ROUTED_MODES = frozenset({"B1", "B2", "oracle"})
+"""Modes whose memory reaches the model by a route (``--route``)."""
 RANKING_MODES = frozenset({"B1", "B2", "retrieval-only", "rag"})
 COMPARED = ("em", "f1", "locomo_f1")
 SIDECAR = ".items.jsonl"
@@ -195,6 +198,14 @@ class EvalRunner:
         self.shape = AttentionShape.from_config(lm.base_model.config, str(lm.base_model.dtype)) if lm is not None else None
         if lm is not None:
             lm.route = self.options.route  # type: ignore[assignment]
+
+    def set_route(self, route: str) -> None:
+        """Memory route of the following runs (recorded in their options)."""
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+        self.options.route = route
+        if self.lm is not None:
+            self.lm.route = route  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ memory
     @contextmanager

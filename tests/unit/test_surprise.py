@@ -47,3 +47,17 @@ def test_batch_equals_one_by_one_and_empty_is_zero(scorer: ModelNLLSurprise) -> 
 def test_long_text_is_truncated() -> None:
     s = ModelNLLSurprise(tiny_model(), tiny_tokenizer(), max_tokens=8)
     assert s.nll("x" * 8 + "y" * 50) == pytest.approx(s.nll("x" * 8), rel=1e-6)
+
+
+def test_repeated_texts_are_scored_once() -> None:
+    model = tiny_model()
+    calls: list[int] = []
+    model.register_forward_hook(lambda _m, args, _out: calls.append(1))
+    scorer = ModelNLLSurprise(model, tiny_tokenizer(), cache_size=2)
+    first = scorer.nll_many(["alpha beta", "alpha beta", "gamma"])
+    assert len(calls) == 1 and first[0] == first[1]
+    assert scorer.nll_many(["gamma", "alpha beta"]) == [first[2], first[0]]
+    assert len(calls) == 1  # both came from the cache
+    scorer.nll_many(["delta"])  # evicts the oldest entry ("alpha beta")
+    scorer.nll("alpha beta")
+    assert len(calls) == 3
