@@ -34,6 +34,8 @@ from hei_nw_plugin.store.schema import meta, metadata, provenance, replay_queue,
 from hei_nw_plugin.types import SourcePointer, Trace
 
 GENESIS = "0" * 64
+_HEAD = "hei_chain_head"
+"""Connection.info key: the provenance chain head moved inside the current transaction."""
 
 
 @dataclass
@@ -114,7 +116,11 @@ class SQLTraceStore:
     def _tx(self) -> Iterator[Connection]:
         try:
             with self._lock, self.engine.begin() as conn:
+                conn.info.pop(_HEAD, None)  # a rolled-back transaction may have left one behind
                 yield conn
+                head = conn.info.pop(_HEAD, None)
+                if head is not None:  # the chain moved: one head update per transaction, not per record
+                    conn.execute(update(meta).where(meta.c.name == "chain_head").values(value=head))
         except OperationalError as err:
             raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
 
@@ -131,10 +137,12 @@ class SQLTraceStore:
 
     def _append(self, conn: Connection, namespace: str, event_name: str, trace_id: str | None, body: dict[str, Any]) -> str:
         """Append one signed provenance record and move the chain head (inside ``conn``'s transaction)."""
-        head_q = select(meta.c.value).where(meta.c.name == "chain_head")
-        if not self.is_sqlite:
-            head_q = head_q.with_for_update()
-        prev = conn.execute(head_q).scalar_one()
+        prev = conn.info.get(_HEAD)
+        if prev is None:
+            head_q = select(meta.c.value).where(meta.c.name == "chain_head")
+            if not self.is_sqlite:
+                head_q = head_q.with_for_update()  # held to commit: writers append one after another
+            prev = conn.execute(head_q).scalar_one()
         signer_id, sk = self.keys.signer()
         record = {"v": 1, "event": event_name, "ns": namespace, "trace_id": trace_id, "at": time.time(), "prev": prev, "signer": signer_id, **body}
         raw = crypto.canonical(record)
@@ -143,7 +151,7 @@ class SQLTraceStore:
             namespace=namespace, event=event_name, trace_id=trace_id, record=raw.decode("ascii"),
             record_hash=rhash, prev_hash=prev, signer_id=signer_id, signature=sk.sign(bytes.fromhex(rhash)),
         ))
-        conn.execute(update(meta).where(meta.c.name == "chain_head").values(value=rhash))
+        conn.info[_HEAD] = rhash  # written to meta when the transaction ends (see _tx)
         return rhash
 
     # ------------------------------------------------------------------- writes
