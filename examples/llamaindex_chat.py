@@ -7,11 +7,13 @@ engine's retriever reads a small shop knowledge base kept in another HEI-NW
 namespace. Then a ``FunctionAgent`` does the same. Everything runs offline::
 
     python examples/llamaindex_chat.py --mock            # no model: the mock LLM shows what it was sent
+    python examples/llamaindex_chat.py --local           # the embedded SmolLM2 in-process (chat engine only)
     python examples/llamaindex_chat.py --api-base http://127.0.0.1:8000/v1 --model hei-nw
                                                          # the project's OpenAI-compatible server
 
 Any llama-index ``LLM`` works: call :func:`chat_engine_sessions` and
-:func:`agent_sessions` with your own. The agent needs a function-calling LLM.
+:func:`agent_sessions` with your own. The agent needs a function-calling LLM, so
+``--local`` (``HEINWLocalLLM``, which has no tool calling) runs the chat engine only.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.llms import LLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
-from llama_index.memory.hei_nw import HEINWMemory, HEINWRetriever
+from llama_index.memory.hei_nw import HEINWLocalLLM, HEINWMemory, HEINWRetriever
 
 from hei_nw_plugin import HEIMemory, MemoryEvent
+from hei_nw_plugin.config import ModelSettings
 
 USER = "user-maya"
 KB = "kb-bakery"
@@ -97,23 +100,38 @@ def server_llm(api_base: str, model: str, context_window: int) -> LLM:
                       is_function_calling_model=True, context_window=context_window, temperature=0.0, max_tokens=256)
 
 
+def local_llm(max_new_tokens: int) -> HEINWLocalLLM:
+    """The embedded SmolLM2-135M-Instruct in-process (greedy; loads on first use, offline)."""
+    return HEINWLocalLLM(model_settings=ModelSettings(max_new_tokens=max_new_tokens))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--mock", action="store_true", help="use a mock LLM that quotes its system messages")
+    which.add_argument("--local", action="store_true", help="run the embedded model in-process (chat engine only)")
     which.add_argument("--api-base", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--model", default="hei-nw", help="model name the server expects")
     ap.add_argument("--context-window", type=int, default=8192, help="model context in tokens")
+    ap.add_argument("--max-new-tokens", type=int, default=48, help="--local: reply length cap (tokens)")
     ap.add_argument("--data-dir", help="HEI-NW data folder (default: a new temporary folder)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the embedder's tokenizer, before any fork
 
-    llm = mock_llm() if args.mock else server_llm(args.api_base, args.model, args.context_window)
+    if args.mock:
+        llm: LLM = mock_llm()
+    elif args.local:
+        llm = local_llm(args.max_new_tokens)
+    else:
+        llm = server_llm(args.api_base, args.model, args.context_window)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="hei-nw-llamaindex-")
     with HEIMemory.open(data_dir) as hei:
         print(f"HEI-NW data in {data_dir}\n")
         print("Session 1 told the chat engine:\n  " + "\n  ".join(TELLS))
         print(f"\nSession 2 asks: {QUESTION}\n{chat_engine_sessions(llm, hei)}\n")
+        if not llm.metadata.is_function_calling_model:
+            print("FunctionAgent skipped: it needs a function-calling LLM (use --mock or --api-base).")
+            return
         print(f"Agent session 2 asks: {AGENT_QUESTION}\n{asyncio.run(agent_sessions(llm, hei, user=USER + '-agent'))}")
 
 
