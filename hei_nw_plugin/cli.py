@@ -116,7 +116,8 @@ def cmd_evict(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from hei_nw_plugin.bench import bench_recall
 
-    bench_recall(args.n, queries=args.queries, k=args.k, seed=args.seed, out=Path(args.out), settings=_settings(args))
+    bench_recall(args.n, queries=args.queries, k=args.k, seed=args.seed, out=Path(args.out), settings=_settings(args),
+                 keep=Path(args.keep) if args.keep else None)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("-k", type=int, default=5)
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--out", default="reports/bench_recall.json")
+    br.add_argument("--keep", default=None, help="keep the filled stores in this folder and reuse them on later runs")
     br.set_defaults(func=cmd_bench)
 
     dm = sub.add_parser("demo", help="the main job end to end on the embedded defaults")

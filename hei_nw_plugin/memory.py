@@ -381,6 +381,15 @@ class HEIMemory:
             out.update(fmap)
         return out
 
+    def warm_features(self, *, namespace: str = DEFAULT_NAMESPACE, batch: int = 2048) -> int:
+        """Decrypt the namespace's dense features into the in-process cache (up to its capacity)
+        so the first recalls after opening a large store cost what later ones do; returns how many."""
+        ns = self._require_ns(namespace)
+        seqs = [int(x) for x in self.store.seqs(ns)][: self.settings.index.feature_cache]
+        for start in range(0, len(seqs), batch):
+            self._features(ns, seqs[start:start + batch])
+        return len(seqs)
+
     def _cache_features(self, fmap: Mapping[int, np.ndarray], traces: Mapping[int, Trace]) -> None:
         cap = self.settings.index.feature_cache
         with self._touch_lock:

@@ -314,3 +314,15 @@ def test_a_cue_naming_the_old_value_gets_the_old_version(mem: HEIMemory) -> None
     mem.write_many([a, b], namespace="n")
     r = mem.recall({"text": "What happened with Ava, R1?", "slots": {"who": "Ava", "ref": "R1"}}, k=2, namespace="n")
     assert r.traces[0].trace.slots["ref"] == "R1"
+
+
+def test_warm_features_fills_the_cache_so_recall_decrypts_only_what_it_returns(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+    from hei_nw_plugin.types import MemoryEvent
+
+    with HEIMemory.open(tmp_path, embedder=HashingEmbedder()) as mem:
+        mem.write_many([MemoryEvent(text=f"item {i} sits on shelf {i}", pin=True) for i in range(30)], namespace="w")
+    with HEIMemory.open(tmp_path, embedder=HashingEmbedder()) as mem:
+        assert mem.warm_features(namespace="w") == 30
+        assert len(mem._feat_cache) == 30
+        assert mem.recall("item 7 shelf 7", k=1, namespace="w").traces
