@@ -167,9 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=BASE_TASKS)
+    p.add_argument("--device", default="cpu", help="torch device")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     lm = load_base_model(ModelSettings())
+    lm.model.to(args.device)
     candidates = load_base_tasks(CANDIDATES)
     kept, asked = select_base_tasks(model_answerer(lm.model, lm.tokenizer), candidates, n=args.n)
     rec = generation_record(lm)
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_id": rec["model_id"],
         "weights_sha256": rec.get("conversion", {}).get("weights_sha256"),
         "candidates_asked": asked,
+        "device": args.device,
         "kept": len(kept),
         "tasks": [asdict(t) for t in kept],
     }

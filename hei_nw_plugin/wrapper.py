@@ -217,10 +217,45 @@ class HeiNwForCausalLM:
         self._peft.eval()
 
     def load_consolidated(self, folder: str | Path) -> None:
-        """Load the consolidated LoRA that modes B2 and B3 use."""
+        """Load the consolidated LoRA that modes B2 and B3 use (replacing one loaded before)."""
         with self._lock:
+            mode = self._mode
+            self.unload_consolidated()
             self._load_lora(Path(folder), "consolidated")
             self._consolidated_path = Path(folder)
+            self._mode = mode  # a version swap keeps B2/B3
+
+    def unload_consolidated(self) -> None:
+        """Drop the consolidated LoRA; modes B2/B3 are unavailable until the next :meth:`load_consolidated`."""
+        with self._lock:
+            if self._peft is not None and "consolidated" in self._peft.peft_config:
+                if set(self._peft.peft_config) == {"consolidated"}:
+                    self._peft.unload()  # the only LoRA: take peft off the base model entirely
+                    self._peft = None
+                    self.model = self.base_model
+                else:
+                    self._peft.delete_adapter("consolidated")
+            self._consolidated_path = None
+            if self._mode in ("B2", "B3"):
+                self._mode = "B0"
+
+    def consolidate(self, *, out_dir: str | Path, namespaces: Sequence[str] = (DEFAULT_NAMESPACE,),
+                    config: Any = None, fresh: bool = False) -> Any:
+        """Replay this model's memory into a new consolidated LoRA version and load it when accepted.
+
+        Runs one :class:`~hei_nw_plugin.consolidate.ConsolidationWorker` step (which
+        trains on a fresh copy of the base model) and returns its result.
+        """
+        from hei_nw_plugin.consolidate import ConsolidationWorker
+
+        if self._memory is None:
+            raise ConfigError("consolidate() replays memory; attach a HEIMemory first (lm.memory = mem)")
+        worker = ConsolidationWorker(self._memory, self.settings.model, out_dir=out_dir, namespaces=namespaces,
+                                     config=config)
+        result = worker.step(fresh=fresh)
+        if worker.active is not None:
+            self.load_consolidated(worker.active)
+        return result
 
     # ------------------------------------------------------------------ switches
     @property

@@ -30,15 +30,25 @@ class ConsolidatedAdapters:
     def name_for(tenant: str) -> str:
         return f"hei-consolidated-{tenant}"
 
-    def register(self, tenant: str, folder: Path) -> str:
-        """Load ``folder`` (a peft LoRA) into vLLM for ``tenant``; returns the adapter's model name."""
-        name = self.name_for(tenant)
+    def register(self, tenant: str, folder: Path, *, version: str | None = None) -> str:
+        """Load ``folder`` (a peft LoRA) into vLLM for ``tenant``; returns the adapter's model name.
+
+        A consolidation ``version`` gets its own name (vLLM keeps a loaded name's
+        weights), and the tenant's previous version is unloaded once the new one serves.
+        """
+        name = self.name_for(tenant) + (f"-{version}" if version else "")
         self.vllm.load_lora(name, folder)
+        old = self._by_tenant.get(tenant)
         self._by_tenant[tenant] = name
+        if old is not None and old != name:
+            try:
+                self.vllm.unload_lora(old)
+            except Exception:  # the new version already serves; a stale name only costs memory
+                pass
         return name
 
-    async def aregister(self, tenant: str, folder: Path) -> str:
-        return await asyncio.to_thread(self.register, tenant, folder)
+    async def aregister(self, tenant: str, folder: Path, *, version: str | None = None) -> str:
+        return await asyncio.to_thread(self.register, tenant, folder, version=version)
 
     def for_tenant(self, tenant: str) -> str:
         """The adapter's model name; AdapterMissingError when the tenant has none."""

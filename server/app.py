@@ -26,6 +26,7 @@ from hei_nw_plugin.memory import HEIMemory
 from server import errors
 from server.adapters import ConsolidatedAdapters
 from server.auth import KeyRing, TokenBucket
+from server.consolidation import ConsolidationJobs
 from server.deps import ServerState
 from server.gateway import MemoryGateway
 from server.routes import health, memory, openai
@@ -59,6 +60,8 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
                          keys=KeyRing(settings.api_keys), limiter=TokenBucket(settings.limits.requests_per_s, settings.limits.burst),
                          auth_failures=TokenBucket(settings.limits.auth_failures_per_s, settings.limits.auth_failure_burst),
                          adapters=ConsolidatedAdapters(vllm))
+        st.consolidation = ConsolidationJobs(mem, st.adapters, root=mem.settings.store.data_dir / "consolidated",
+                                             model=mem.settings.model)
         app.state.hei = st
         if settings.memory.warm_on_start:
             n = await asyncio.to_thread(gateway.warm)
@@ -90,6 +93,10 @@ async def _bring_up_backend(st: ServerState) -> None:
         for tenant, folder in st.settings.memory.consolidated_adapters.items():
             await st.adapters.aregister(tenant, folder)
             log.info("consolidated adapter of tenant %s loaded", tenant)
+        for tenant, (version, folder) in st.consolidation.active_versions().items():
+            if tenant not in st.settings.memory.consolidated_adapters:  # a configured folder wins
+                await st.adapters.aregister(tenant, folder, version=version)
+                log.info("consolidated version %s of tenant %s loaded", version, tenant)
         st.backend_ready = True
         log.info("generation backend ready at %s", st.vllm.base_url)
     except asyncio.CancelledError:

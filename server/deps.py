@@ -43,6 +43,7 @@ class ServerState:
     limiter: TokenBucket
     auth_failures: TokenBucket  # per client address: bounds the hashing an attacker can make us do
     adapters: ConsolidatedAdapters
+    consolidation: Any = None  # server.consolidation.ConsolidationJobs
     backend_ready: bool = False
     backend_error: str | None = None
     background: set[Any] = field(default_factory=set)  # tasks kept alive until done

@@ -44,6 +44,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--config", default=None, help="HEI-NW settings file (TOML)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    c = p.add_argument_group("consolidation (modes B2/B3)")
+    c.add_argument("--consolidate-cycles", type=int, default=0,
+                   help="B2/B3 from real consolidation: write through the gate, then this many replay cycles, "
+                        "asking B2/B3 after each (0: B2/B3 use model.consolidated_weights)")
+    c.add_argument("--consolidate-orders", default="scheduled,shuffled", help="scheduler orders to run (same budget)")
+    c.add_argument("--replay-size", type=int, default=None, help="traces replayed per cycle (default queued/cycles)")
+    c.add_argument("--consolidate-steps", type=int, default=None, help="optimizer steps cap per cycle")
+    c.add_argument("--consolidate-epochs", type=float, default=None, help="passes over each cycle's rows")
+    c.add_argument("--consolidate-lr", type=float, default=None, help="LoRA learning rate")
+    c.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard (smoke tests only)")
+    c.add_argument("--device", default=None, help="torch device of the model and of consolidation (default cpu)")
     p.set_defaults(func=cmd_eval)
 
     r = subparsers.add_parser("report", help="build report.md / report.html from a folder of run records")
@@ -61,6 +72,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     routes = [r.strip() for r in args.route.split(",") if r.strip()]
     if not routes or any(r not in ROUTES for r in routes):
         raise SystemExit(f"error: --route takes {', '.join(ROUTES)} (comma-separated), got {args.route!r}")
+    if args.consolidate_cycles > 0 and {"B2", "B3"} & set(modes):
+        _consolidation(args, modes)
+        modes = [m for m in modes if m not in ("B2", "B3")]
+        if not modes:
+            return
     results = run_eval(
         scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n,
         seed=args.seed, out=args.out, route=routes, hopfield=not args.no_hopfield, reader=not args.no_reader,
@@ -77,6 +93,53 @@ def cmd_eval(args: argparse.Namespace) -> None:
             d = c.diff
             print(f"{'':>17}{c.metric} vs {c.baseline}: {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
                   if d.value is not None and d.low is not None and d.high is not None else "")
+
+
+def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
+    """B2/B3 through consolidation cycles (see :mod:`hei_nw_eval.consolidation`)."""
+    import torch
+
+    from hei_nw_eval.consolidation import run_consolidation_eval
+    from hei_nw_eval.runner import EvalRunner, RunOptions, refresh_comparisons
+    from hei_nw_plugin import HeiNwSettings
+    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.wrapper import HeiNwForCausalLM
+
+    orders = [{"scheduled": "ca2"}.get(o.strip(), o.strip()) for o in args.consolidate_orders.split(",") if o.strip()]
+    if not orders or any(o not in ("ca2", "shuffled") for o in orders):
+        raise SystemExit(f"error: --consolidate-orders takes scheduled and/or shuffled, got {args.consolidate_orders!r}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task, cond, units = _task_units(args.scenario, args.dataset, args.condition, args.n, args.seed)
+    settings = HeiNwSettings.from_file(args.config) if args.config else HeiNwSettings.build()
+    settings.model.memory_reader = settings.model.memory_reader and not args.no_reader
+    lm = HeiNwForCausalLM.from_settings(settings, mode="B0")
+    if args.device:
+        lm.base_model.to(args.device)
+        if lm.adapter is not None:
+            lm.adapter.to(args.device)
+    route = args.route.split(",")[0].strip()
+    options = RunOptions(route=route, hopfield=not args.no_hopfield, k=args.k or settings.model.recall_k,
+                         max_new_tokens=args.max_new_tokens, cue_slots=args.cue_slots, n_boot=args.n_boot,
+                         seed=args.seed, progress=not args.quiet)
+    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
+                                batch_size=settings.embedder.batch_size, cache_size=0)
+    runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
+    over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
+                              "epochs": args.consolidate_epochs, "lr": args.consolidate_lr}.items() if v is not None}
+    if args.no_drift_check:
+        over["drift_check"] = False
+    result, paths = run_consolidation_eval(
+        runner, units, task=task, condition=cond, out=args.out, cycles=args.consolidate_cycles, orders=orders,
+        b2="B2" in modes, config=over, settings_model=settings.model, seed=args.seed, n_boot=args.n_boot)
+    refresh_comparisons(args.out, n_boot=args.n_boot)
+    print(f"B0 EM {result.b0_em.value:.3f}  B1 EM {result.b1_em.value:.3f}")
+    for order, points in result.orders.items():
+        for pt in points:
+            d = pt.b3_minus_b0
+            print(f"{order:>10} cycle {pt.cycle}: B3 EM {pt.b3_em.value:.3f}  B3-B0 {d.value:+.3f} [{d.low}, {d.high}]  "
+                  f"retention {pt.retention_vs_b1}  {pt.consolidation['status']}")
+    print(f"-> {paths[-1]}")
 
 
 def _v(m: dict[str, Any], key: str) -> str:

@@ -8,7 +8,7 @@ documents them field by field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hei_nw_plugin.memory import MemoryStats, VerifyReport
 from hei_nw_plugin.types import Cue, MemoryEvent, RecallResult, Trace, WriteDecision
 from server.deps import Caller, namespace, state
+from server.gateway import namespace_for
 from server.errors import ApiError
 
 router = APIRouter(prefix="/v1/memory", tags=["memory"])
@@ -119,17 +120,38 @@ async def stats(request: Request, who: Caller) -> MemoryStats:
     return await state(request).gateway.stats(who.tenant, namespace(request, who))
 
 
-_NO_CONSOLIDATION = ("consolidation (replay into LoRA weights for modes B2/B3) is not part of this build yet; "
-                     "memory keeps working in B1")
+class ConsolidateRequest(BaseModel):
+    """Which users' memories to consolidate and the replay budget (defaults: ConsolidationConfig's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] | None = Field(None, max_length=1000, description="Users to consolidate; None: every user of the tenant.")
+    steps: int | None = Field(None, ge=1, le=100_000, description="Optimizer steps cap.")
+    replay_size: int | None = Field(None, ge=1, le=1_000_000, description="Traces replayed (the budget).")
+    order: Literal["scheduled", "shuffled"] = Field("scheduled", description="CA2 scheduler or the shuffled ablation.")
+    max_seconds: float | None = Field(None, gt=0, description="Training time cap (s); an interrupted job resumes on the next POST.")
+    fresh: bool = Field(False, description="Train from the base model on live traces only (drops deleted traces from weights).")
 
 
-@router.post("/consolidate", status_code=202, summary="Start a consolidation job (not available yet: 501)",
-             responses={501: {"description": "Consolidation is not built yet."}})
-async def consolidate(request: Request, who: Caller) -> Any:
-    raise ApiError(501, _NO_CONSOLIDATION, type="not_implemented", code="consolidation_unavailable")
+@router.post("/consolidate", status_code=202, summary="Start a consolidation job for the tenant (background)")
+async def consolidate(request: Request, req: ConsolidateRequest, who: Caller) -> dict[str, Any]:
+    st = state(request)
+    users = req.users if req.users is not None else await st.gateway.users(who.tenant)
+    namespaces = sorted({namespace_for(who.tenant, u) for u in users})
+    if not namespaces:
+        raise ApiError(409, "the tenant has no memories to consolidate yet", code="nothing_to_consolidate")
+    config: dict[str, Any] = {"order": "ca2" if req.order == "scheduled" else "shuffled"}
+    config |= {k: v for k, v in {"max_steps": req.steps, "replay_size": req.replay_size,
+                                 "max_seconds": req.max_seconds}.items() if v is not None}
+    job, task = st.consolidation.submit(who.tenant, namespaces, config, fresh=req.fresh, register=st.backend_ready)
+    st.background.add(task)
+    task.add_done_callback(st.background.discard)
+    return job.public()
 
 
-@router.get("/consolidate/{job_id}", summary="Status of a consolidation job (not available yet: 501)",
-            responses={501: {"description": "Consolidation is not built yet."}})
-async def consolidation_status(request: Request, job_id: str, who: Caller) -> Any:
-    raise ApiError(501, _NO_CONSOLIDATION, type="not_implemented", code="consolidation_unavailable")
+@router.get("/consolidate/{job_id}", summary="Status of a consolidation job")
+async def consolidation_status(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
+    job = state(request).consolidation.get(who.tenant, job_id)
+    if job is None:
+        raise ApiError(404, f"no consolidation job {job_id!r}", code="not_found")
+    return job.public()

@@ -218,3 +218,22 @@ def test_interrupted_step_resumes_to_the_same_adapter(filled: tuple[HEIMemory, l
     a, b = _adapter(tmp_path / "a" / "v0001"), _adapter(tmp_path / "b" / "v0001")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     mem2.close()
+
+
+def test_wrapper_swaps_and_unloads_consolidated_versions(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
+    mem, _ = filled
+    w = _worker(mem, tmp_path / "c")
+    w.step()
+    w.step()
+    tok = tiny_tokenizer()
+    lm = HeiNwForCausalLM(tiny_model(seed=0), tok, mode="B0")
+    lm.load_consolidated(tmp_path / "c" / "v0001")
+    lm.mode = "B3"
+    first = lm.generate_answer("Where?", one_shot=None, max_new_tokens=4).raw
+    lm.load_consolidated(tmp_path / "c" / "v0002")  # replaces v0001 under the same name
+    lm.load_consolidated(tmp_path / "c" / "v0001")
+    assert lm.generate_answer("Where?", one_shot=None, max_new_tokens=4).raw == first
+    lm.unload_consolidated()
+    assert lm.mode == "B0"
+    with pytest.raises(Exception, match="consolidated"):
+        lm.mode = "B3"
