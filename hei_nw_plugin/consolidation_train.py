@@ -60,7 +60,7 @@ def _end_token(tokenizer: Any) -> int:
 def encode_row(tokenizer: Any, row: TrainingRow) -> tuple[list[int], int]:
     """(token ids, index of the first target token) for one row."""
     end = _end_token(tokenizer)
-    if row.kind == "lm":
+    if row.kind == "lm":  # qa and anchor rows share the answer template
         ids = list(tokenizer(row.text, add_special_tokens=False)["input_ids"]) + [end]
         return ids, 1
     prompt = list(tokenizer.apply_chat_template(answer_messages(row.text, "", one_shot=row.one_shot),

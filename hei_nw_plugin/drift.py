@@ -1,17 +1,25 @@
 """Drift guard: a fixed set of general questions the base model answers, scored before and after consolidation.
 
 The set (``data/base_tasks.json``) was built offline, never from memory: the
-candidates in ``data/base_task_candidates.json`` (capitals, colours, counts,
-opposites …) were asked once to the base model (SmolLM2-135M-Instruct, greedy,
-the eval's one-shot answer template with empty memory) by
-:func:`select_base_tasks`, and the first 50 it answered exactly right were kept;
-the file records the model hash and the command. So the base model scores
-50/50 on it by construction, and any loss after consolidation is forgetting.
+239 candidates in ``data/base_task_candidates.json`` (capitals, colours,
+counts, opposites, languages …) were asked once to the base model
+(SmolLM2-135M-Instruct, greedy, the eval's one-shot answer template with empty
+memory) by :func:`select_base_tasks` (``python -m hei_nw_plugin.drift``), and
+those it answered exactly right were kept: 25 of 239 on the H100 run that made
+the committed file (the template makes the 135M model copy spans of the
+question, e.g. "capital of france", so most candidates fail). The file records
+the model hash, device and command. The guard always re-scores the base model
+on the machine in use as its reference, so a greedy answer that flips between
+CPU and GPU numerics cannot show up as drift.
 
 EM here is a count of questions (exact match after SQuAD-style normalisation:
-lower case, no punctuation or articles). :class:`DriftGuard` rejects a new
-adapter that answers more than ``max_drop`` questions fewer than the
-reference (default 1 question, i.e. 2 EM points on a 0-100 scale at n=50).
+lower case, no punctuation or articles). The issue's "drops by more than 1 EM"
+is read as more than 1 question: :class:`DriftGuard` rejects a new adapter
+that answers more than ``max_drop`` (default 1) questions fewer than the base
+model; at n=25 one question is 4 EM points on a 0-100 scale.
+
+The candidates outside the drift set are the pool for the worker's anchor
+(prior-preservation) rows, see :func:`anchor_questions`.
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ def load_base_tasks(path: Path = BASE_TASKS) -> list[BaseTask]:
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = data["tasks"] if isinstance(data, dict) else data
     return [BaseTask(question=r["question"], answers=list(r["answers"])) for r in rows]
+
+
+def anchor_questions(n: int, *, exclude: Sequence[BaseTask] | None = None) -> list[str]:
+    """Up to ``n`` candidate questions that are not in the drift set (for prior-preservation rows)."""
+    held_out = {normalize(t.question) for t in (exclude if exclude is not None else load_base_tasks())}
+    return [t.question for t in load_base_tasks(CANDIDATES) if normalize(t.question) not in held_out][:n]
 
 
 @dataclass

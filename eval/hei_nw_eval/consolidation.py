@@ -68,6 +68,8 @@ class CyclePoint:
     consolidation: dict[str, Any]
     """The ConsolidationResult of this cycle (status, steps, seconds, peak MB, drift, …)."""
     b2_em: Est | None = None
+    active_version: str | None = None
+    """The adapter version B3 answered with; None means no version was accepted yet and B3 is the base model."""
 
 
 @dataclass
@@ -153,17 +155,19 @@ def run_consolidation_eval(
                     for ns, tid in worker.lineage(step.version or "")["traces"]:
                         consolidated.add(str(mem.get(tid, namespace=ns).metadata.get("episode_id", "")))
                 active = worker.active
-                if active is None:
-                    b3 = [runner._answer("B0", u) for u in units]  # nothing accepted yet: B3 is the base model
+                if active is None:  # nothing accepted yet: B3 is the base model (recorded as such)
+                    b3 = [runner._answer("B0", u) for u in units]
                 else:
                     lm.load_consolidated(active)
                     b3 = [runner._answer("B3", u) for u in units]
                 b2_outs = [runner._answer("B2", u, mem=mem) for u in units] if b2 and active is not None else None
                 finals[order].append(b3)
                 tag = f"{order}-c{c}"
-                written.append(_record(runner, "B3", b3, log, task, condition, tag, out, settings_model))
+                version = active.name if active is not None else None
+                note = {"active_version": version, "consolidation_status": step.status}
+                written.append(_record(runner, "B3", b3, log, task, condition, tag, out, settings_model, note))
                 if b2_outs is not None:
-                    written.append(_record(runner, "B2", b2_outs, log, task, condition, tag, out, settings_model))
+                    written.append(_record(runner, "B2", b2_outs, log, task, condition, tag, out, settings_model, note))
                 diff = _diff(b3, refs["B0"], n_boot, seed)
                 covered = float(np.mean([bool(evidence[u.id] & consolidated) for u in units])) if units else 0.0
                 points.append(CyclePoint(
@@ -171,7 +175,7 @@ def run_consolidation_eval(
                     retention_vs_b1=round(_em(b3, n_boot, seed).value / result.b1_em.value, 4) if result.b1_em.value else None,
                     targets_consolidated=round(covered, 4),
                     consolidation=step.to_dict() | {"cycle_seconds_with_eval": round(time.perf_counter() - t, 2)},
-                    b2_em=_em(b2_outs, n_boot, seed) if b2_outs is not None else None,
+                    b2_em=_em(b2_outs, n_boot, seed) if b2_outs is not None else None, active_version=version,
                 ))
                 print(f"[{ORDER_NAMES.get(order, order)} cycle {c}] {step.status} B3 EM {points[-1].b3_em.value:.3f} "
                       f"(B1 {result.b1_em.value:.3f}, B0 {result.b0_em.value:.3f}) train {step.train_seconds:.1f}s "
@@ -187,14 +191,15 @@ def run_consolidation_eval(
 
 
 def _record(runner: EvalRunner, mode: str, outs: list[Outcome], log: _GateLog, task: str, condition: str | None,
-            tag: str, out: Path, settings_model: Any) -> Path:
+            tag: str, out: Path, settings_model: Any, note: dict[str, Any] | None = None) -> Path:
     lm = runner.lm
     assert lm is not None
     result = ModeResult(mode, outs, log, sum(o.latency_ms for o in outs) / 1000)
     rec = build_record(result, task=task, condition=condition, options=runner.options,
                        model_id=getattr(settings_model, "model_id", None),
                        generation=lm.generation_record(),
-                       config={"consolidation_eval": True, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, tag=tag)
+                       config={"consolidation_eval": True, **(note or {}),
+                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, tag=tag)
     return write_run(rec, result, out)
 
 

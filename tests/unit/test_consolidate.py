@@ -30,7 +30,7 @@ STORIES = [
     {"who": "Dov", "action": "buried", "what": "iron key", "where": "rose garden", "when": "Tuesday dawn"},
 ]
 CFG = ConsolidationConfig(replay_size=2, rehearse=8, max_steps=4, batch_size=4, lr=5e-3, lora_r=4, lora_alpha=8,
-                          drift_check=False, checkpoint_every=100)
+                          drift_check=False, checkpoint_every=100, anchors=0)
 
 
 def _text(s: dict[str, str]) -> str:
@@ -237,3 +237,19 @@ def test_wrapper_swaps_and_unloads_consolidated_versions(filled: tuple[HEIMemory
     assert lm.mode == "B0"
     with pytest.raises(Exception, match="consolidated"):
         lm.mode = "B3"
+
+
+def test_anchor_rows_rehearse_base_answers_outside_the_drift_set(filled: tuple[HEIMemory, list[str]], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    mem, _ = filled
+    seen: list[Any] = []
+    real = consolidate_mod.anchor_rows
+    monkeypatch.setattr(consolidate_mod, "anchor_rows", lambda pairs, **kw: seen.append(pairs) or real(pairs, **kw))
+    guard = DriftGuard([BaseTask("What is the capital of France?", ["Paris"])], max_drop=1)  # the first candidate
+    w = _worker(mem, tmp_path / "c", CFG.model_copy(update={"anchors": 3}), drift=guard)
+    w.step()
+    w.step()
+    questions = [q for q, _ in seen[0]]
+    assert questions == [f"What is the capital of {c}?" for c in ("Italy", "Germany", "Spain")]  # drift set held out
+    assert seen[1] == seen[0]  # computed once with the base model, then cached
+    assert json.loads((tmp_path / "c" / "state.json").read_text())["anchors"]["n"] == 3
