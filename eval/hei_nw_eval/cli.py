@@ -87,11 +87,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for rec, path in results:
         m = rec.metrics
         cells = "  ".join(f"{k}={m[k].value:.3f}" for k in ("em", "f1", "p@1", "mrr") if k in m and m[k].value is not None)
-        print(f"{rec.mode:>15}  n={rec.n_items}  {cells}  prompt={_v(m, 'prompt_tokens')}  "
+        print(f"{rec.run_id}\n{'':>26}n={rec.n_items}  {cells}  prompt={_v(m, 'prompt_tokens')}  "
               f"p50={_v(m, 'latency_p50')}ms  -> {path}")
         for c in rec.comparisons:
             d = c.diff
-            print(f"{'':>17}{c.metric} vs {c.baseline}: {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+            print(f"{'':>26}{c.metric} vs {c.baseline}: {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
                   if d.value is not None and d.low is not None and d.high is not None else "")
 
 

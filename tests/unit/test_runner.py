@@ -156,3 +156,11 @@ def test_records_sidecars_and_paired_comparisons(runner: EvalRunner, tmp_path: P
     rows = [json.loads(line) for line in (out / f"{b1.run_id}.items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [u.id for u in units]
     assert "EM vs time lag" in b1.curves
+
+
+def test_set_route_moves_the_model_and_the_recorded_options_and_rejects_unknown(runner: EvalRunner) -> None:
+    runner.set_route("prefix")
+    assert runner.options.route == "prefix" and runner.lm is not None and runner.lm.route == "prefix"
+    with pytest.raises(ValueError, match="route must be one of"):
+        runner.set_route("sideways")
+    assert runner.options.route == "prefix"
