@@ -505,5 +505,11 @@ def steps_for(rows: int, cfg: ConsolidationConfig) -> int:
     return max(1, min(cfg.max_steps, math.ceil(cfg.epochs * rows / cfg.batch_size)))
 
 
-__all__ = ["ConsolidationConfig", "ConsolidationResult", "ConsolidationWorker", "TrainingRow", "steps_for",
-           "model_settings_factory"]
+__all__ = [
+    "ConsolidationConfig",
+    "ConsolidationResult",
+    "ConsolidationWorker",
+    "TrainingRow",
+    "model_settings_factory",
+    "steps_for",
+]

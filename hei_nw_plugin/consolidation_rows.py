@@ -87,9 +87,9 @@ def slot_questions(slots: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         return out
     if len(s) < 2:
         return out
-    for asked in s:
+    for asked, value in s.items():
         given = ", ".join(f"{k} {v}" for k, v in s.items() if k != asked)
-        out.append((asked, f"What is the {asked} of the event with {given}?", s[asked]))
+        out.append((asked, f"What is the {asked} of the event with {given}?", value))
     return out
 
 

@@ -10,9 +10,14 @@ Tenants cannot name adapters themselves, so one tenant's consolidated weights
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
-from server.vllm_process import VllmProcess
+import httpx
+
+from server.vllm_process import BackendUnavailableError, VllmProcess
+
+log = logging.getLogger("hei_nw.server.adapters")
 
 
 class AdapterMissingError(Exception):
@@ -43,8 +48,8 @@ class ConsolidatedAdapters:
         if old is not None and old != name:
             try:
                 self.vllm.unload_lora(old)
-            except Exception:  # the new version already serves; a stale name only costs memory
-                pass
+            except (BackendUnavailableError, httpx.HTTPError) as err:  # the new version already serves; a stale name only costs memory
+                log.warning("could not unload LoRA %s: %s", old, err)
         return name
 
     async def aregister(self, tenant: str, folder: Path, *, version: str | None = None) -> str:

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hei_nw_plugin.memory import MemoryStats, VerifyReport
 from hei_nw_plugin.types import Cue, MemoryEvent, RecallResult, Trace, WriteDecision
 from server.deps import Caller, namespace, state
-from server.gateway import namespace_for
 from server.errors import ApiError
+from server.gateway import namespace_for
 
 router = APIRouter(prefix="/v1/memory", tags=["memory"])
 

@@ -13,13 +13,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from hei_nw_plugin.cli import main as cli_main  # noqa: E402
-from hei_nw_plugin.config import HeiNwSettings, ModelSettings  # noqa: E402
-from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker  # noqa: E402
-from hei_nw_plugin.embed import HashingEmbedder  # noqa: E402
-from hei_nw_plugin.memory import HEIMemory  # noqa: E402
-from hei_nw_plugin.model.loading import CONVERSION_RECORD, resolve_model_path  # noqa: E402
-from hei_nw_plugin.wrapper import HeiNwForCausalLM  # noqa: E402
+from hei_nw_plugin.cli import main as cli_main
+from hei_nw_plugin.config import HeiNwSettings, ModelSettings
+from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker
+from hei_nw_plugin.embed import HashingEmbedder
+from hei_nw_plugin.memory import HEIMemory
+from hei_nw_plugin.model.loading import CONVERSION_RECORD, resolve_model_path
+from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
 

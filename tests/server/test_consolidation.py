@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from tests.server.test_app import A, B, backend, make_client  # noqa: F401  (fixtures)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from tiny_lm import tiny_model, tiny_tokenizer
 
 STORIES = ["Ada dropped the oak lantern at the weaving room on Sunday evening.",
            "Bram sold the tin whistle at the fish market on Friday morning."]

@@ -11,17 +11,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from safetensors.torch import load_file  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from safetensors.torch import load_file
+from sqlalchemy import select
+from tiny_lm import tiny_model, tiny_tokenizer
 
-import hei_nw_plugin.consolidate as consolidate_mod  # noqa: E402
-from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker  # noqa: E402
-from hei_nw_plugin.consolidation_rows import base_form, build_rows, slot_questions  # noqa: E402
-from hei_nw_plugin.drift import BaseTask, DriftGuard, DriftScore  # noqa: E402
-from hei_nw_plugin.memory import HEIMemory  # noqa: E402
-from hei_nw_plugin.store.schema import provenance  # noqa: E402
-from hei_nw_plugin.wrapper import HeiNwForCausalLM  # noqa: E402
+import hei_nw_plugin.consolidate as consolidate_mod
+from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker
+from hei_nw_plugin.consolidation_rows import base_form, build_rows, slot_questions
+from hei_nw_plugin.drift import BaseTask, DriftGuard, DriftScore
+from hei_nw_plugin.memory import HEIMemory
+from hei_nw_plugin.store.schema import provenance
+from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
 STORIES = [
     {"who": "Ada", "action": "dropped", "what": "oak lantern", "where": "weaving room", "when": "Sunday evening"},
@@ -89,7 +89,7 @@ def test_rows_hold_text_and_answers(filled: tuple[HEIMemory, list[str]]) -> None
 
 
 def test_step_writes_version_lineage_provenance_and_replay_counts(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
-    mem, ids = filled
+    mem, _ = filled
     w = _worker(mem, tmp_path / "c")
     r = w.step()
     assert r.status == "accepted" and r.version == "v0001" and len(r.trace_ids) == 2 and r.steps == 4

@@ -10,15 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from hei_nw_eval.consolidation import run_consolidation_eval  # noqa: E402
-from hei_nw_eval.records import load_records  # noqa: E402
-from hei_nw_eval.runner import EvalRunner, RunOptions, refresh_comparisons, units_from_split  # noqa: E402
-from hei_nw_eval.scenarios import generate  # noqa: E402
-from tiny_lm import tiny_model, tiny_tokenizer  # noqa: E402
+from hei_nw_eval.consolidation import run_consolidation_eval
+from hei_nw_eval.records import load_records
+from hei_nw_eval.runner import EvalRunner, RunOptions, refresh_comparisons, units_from_split
+from hei_nw_eval.scenarios import generate
+from tiny_lm import tiny_model, tiny_tokenizer
 
-from hei_nw_plugin.config import HeiNwSettings  # noqa: E402
-from hei_nw_plugin.embed import HashingEmbedder  # noqa: E402
-from hei_nw_plugin.wrapper import HeiNwForCausalLM  # noqa: E402
+from hei_nw_plugin.config import HeiNwSettings
+from hei_nw_plugin.embed import HashingEmbedder
+from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
 
 def test_cycles_write_b3_b2_records_and_a_curve_per_order(tmp_path: Path) -> None:
