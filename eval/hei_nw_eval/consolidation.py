@@ -12,7 +12,9 @@ Each (mode, order, cycle) becomes a RunRecord with sidecar (tag
 ``<order>-c<cycle>``), so the folder's paired comparisons against B0 cover
 them; :class:`ConsolidationEval` (``consolidation-<task>-s<seed>-n<n>.json``)
 (in ``curves/``) holds the per-cycle curve with CIs, B3/B1 retention, scheduled − shuffled
-differences, and each cycle's time, peak memory and base-task drift.
+differences, and each cycle's time, peak memory and base-task drift;
+:func:`plot_curve` draws B3 per cycle against B1 and B0 from that JSON alone
+(``python -m hei_nw_eval.consolidation plot CURVE.json OUT.png``).
 """
 
 from __future__ import annotations
@@ -229,3 +231,41 @@ def _machine(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def plot_curve(json_path: Path, png_path: Path) -> Path:
+    """B3 EM (95% CI) per cycle for each order, with B1 and B0 as reference lines, from the curve JSON alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(Path(json_path).read_text())
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for order, points in data["orders"].items():
+        xs = [p["cycle"] for p in points]
+        ys = [p["b3_em"]["value"] for p in points]
+        lo = [p["b3_em"]["value"] - (p["b3_em"]["low"] if p["b3_em"]["low"] is not None else p["b3_em"]["value"]) for p in points]
+        hi = [(p["b3_em"]["high"] if p["b3_em"]["high"] is not None else p["b3_em"]["value"]) - p["b3_em"]["value"] for p in points]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"B3 {order}")
+    for name, style in (("b1_em", "--"), ("b0_em", ":")):
+        ax.axhline(data[name]["value"], linestyle=style, color="grey", label=name[:2].upper())
+    ax.set_xlabel("consolidation cycle")
+    ax.set_ylabel("EM")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{data['task']} {data['condition'] or ''} n={data['n']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return png_path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "plot":
+        raise SystemExit("usage: python -m hei_nw_eval.consolidation plot CURVE.json OUT.png")
+    print(plot_curve(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from hei_nw_eval.consolidation import run_consolidation_eval
+from hei_nw_eval.consolidation import plot_curve, run_consolidation_eval
 from hei_nw_eval.records import load_records
 from hei_nw_eval.runner import EvalRunner, RunOptions, refresh_comparisons, units_from_split
 from hei_nw_eval.scenarios import generate
@@ -44,3 +44,4 @@ def test_cycles_write_b3_b2_records_and_a_curve_per_order(tmp_path: Path) -> Non
     assert refresh_comparisons(out, n_boot=50) >= 8
     modes = sorted(r.mode for r in load_records(out))
     assert modes == ["B0", "B1"] + ["B2"] * 4 + ["B3"] * 4
+    assert plot_curve(paths[-1], tmp_path / "curve.png").stat().st_size > 1000
