@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--anchors", type=int, default=d.anchors, help="prior-preservation questions mixed in (0: none)")
     p.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard")
     p.add_argument("--fresh", action="store_true", help="train from the base model on live traces (drops deleted ones from weights)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -85,7 +86,7 @@ def cmd_consolidate(args: argparse.Namespace) -> None:
     cfg = ConsolidationConfig(
         replay_size=args.replay_size, rehearse=args.rehearse, max_steps=args.steps, max_seconds=args.max_seconds,
         order=ORDERS[args.order], lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-        drift_check=not args.no_drift_check, device=args.device,
+        drift_check=not args.no_drift_check, device=args.device, anchors=args.anchors,
     )
     with HEIMemory(settings) as mem:
         worker = ConsolidationWorker(mem, settings.model, out_dir=out, namespaces=_namespaces(args), config=cfg,

@@ -14,6 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("peft")
 from fastapi.testclient import TestClient
 
+from tests.server.fake_openai import MODEL
 from tests.server.test_app import A, B, backend, make_client  # noqa: F401  (fixtures)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
@@ -51,5 +52,5 @@ def test_consolidation_job_trains_registers_and_is_tenant_scoped(
     assert job["version"] == "v0001" and 1 <= job["result"]["steps"] <= 3
     assert job["served_as"] == "hei-consolidated-acme-v0001" and "hei-consolidated-acme-v0001" in backend[2]
     chat = c.post("/v1/chat/completions", headers=A, json={
-        "model": "x", "messages": [{"role": "user", "content": "hi"}], "hei_mode": "B3"})
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hei_mode": "B3"})
     assert chat.status_code == 200 and backend[1][-1]["body"]["model"] == "hei-consolidated-acme-v0001"
