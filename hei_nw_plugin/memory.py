@@ -657,21 +657,42 @@ def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], se
     value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
     ranks first, the older just below it — unless the cue itself names the
     older value of the differing slot, which asks for that version.
+
+    Pairs are found through leave-one-out signatures (same keys, same values but
+    for slot ``x``), so the cost is linear in candidates × slots, not quadratic.
     """
     cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
     out = scores.copy()
-    n = len(seqs)
-    for i in sorted(range(n), key=lambda x: -seqs[x]):  # newest first, so chains order newest → oldest
-        si = slots[i]
+    buckets: dict[tuple[Any, ...], list[int]] = {}
+    memberships: dict[int, list[tuple[str, tuple[Any, ...]]]] = {}
+    for i, si in enumerate(slots):
         if not si or len(si) < 3:  # two slots differing in one could be two facts about one subject
             continue
-        for j in range(n):
-            sj = slots[j]
-            if seqs[j] > seqs[i] and sj and sj.keys() == si.keys():
-                differing = [x for x in si if si[x] != sj[x]]
-                if len(differing) == 1 and cue.get(differing[0]) != str(si[differing[0]]).strip().lower():
+        items = sorted((str(k), _hashable(v)) for k, v in si.items())
+        keys = tuple(k for k, _ in items)
+        for pos, (x, _value) in enumerate(items):
+            sig = (keys, x, tuple(items[:pos] + items[pos + 1:]))
+            buckets.setdefault(sig, []).append(i)
+            memberships.setdefault(i, []).append((x, sig))
+    for i in sorted(memberships, key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
+        si = slots[i]
+        assert si is not None
+        for x, sig in memberships[i]:
+            if cue.get(x) == str(si[x]).strip().lower():
+                continue  # the cue asks for this very version
+            for j in buckets[sig]:
+                sj = slots[j]
+                if seqs[j] > seqs[i] and sj is not None and sj[x] != si[x]:
                     out[i] = min(out[i], out[j] - 1e-4)
     return out
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _matches(trace: Trace, where: Mapping[str, Any]) -> bool:

@@ -326,3 +326,38 @@ def test_warm_features_fills_the_cache_so_recall_decrypts_only_what_it_returns(t
         assert mem.warm_features(namespace="w") == 30
         assert len(mem._feat_cache) == 30
         assert mem.recall("item 7 shelf 7", k=1, namespace="w").traces
+
+
+def _supersede_pairwise(scores, slots, seqs, cue_slots=None):  # type: ignore[no-untyped-def]
+    """The definition, pair by pair (reference for the linear-time version)."""
+    cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
+    out = scores.copy()
+    n = len(seqs)
+    for i in sorted(range(n), key=lambda x: -seqs[x]):
+        si = slots[i]
+        if not si or len(si) < 3:
+            continue
+        for j in range(n):
+            sj = slots[j]
+            if seqs[j] > seqs[i] and sj and sj.keys() == si.keys():
+                differing = [x for x in si if si[x] != sj[x]]
+                if len(differing) == 1 and cue.get(differing[0]) != str(si[differing[0]]).strip().lower():
+                    out[i] = min(out[i], out[j] - 1e-4)
+    return out
+
+
+def test_supersede_equals_the_pairwise_definition_on_random_candidate_sets() -> None:
+    from hei_nw_plugin.memory import _supersede
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        keysets = [("who", "attr", "value"), ("who", "attr", "value", "when"), ("who", "what")]
+        slots = []
+        for _i in range(n):
+            ks = keysets[int(rng.integers(0, 3))]
+            slots.append(None if rng.random() < 0.1 else {k: f"{k}{int(rng.integers(0, 2))}" for k in ks})
+        seqs = [int(x) for x in rng.permutation(1000)[:n]]
+        scores = rng.random(n).astype(np.float32)
+        cue = {"value": "value1"} if rng.random() < 0.5 else None
+        np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue), _supersede_pairwise(scores, slots, seqs, cue))
