@@ -48,13 +48,13 @@ def run_demo(settings: HeiNwSettings | None = None, *, with_model: bool = True) 
                 r = mem.recall({"text": q, "slots": slots}, k=2, namespace=ns)
                 top = r.traces[0].trace.text if r.traces else "(nothing)"
                 print(f"  {q}  ->  {top}   [{r.timings_ms['total']:.1f} ms]")
-            r = mem.recall("How do I contact Priya?", k=1, namespace=ns)
+            r = mem.recall("What is the email address or phone number to reach Priya?", k=1, namespace=ns)
             print("== packed memory tokens (PII redacted) ==")
             print("  " + r.memory_tokens.text.replace("\n", "\n  "))
             victim = r.traces[0].trace.id
             mem.delete(victim, namespace=ns)
             print(f"== deleted {victim}; recall now returns: "
-                  f"{[t.trace.text for t in mem.recall('How do I contact Priya?', k=1, namespace=ns).traces]}")
+                  f"{[t.trace.text for t in mem.recall('What is the email address or phone number to reach Priya?', k=1, namespace=ns).traces]}")
             report = mem.verify()
             print(f"== verify: ok={report.ok}, {report.records_checked} signed records, {report.live_traces} live traces")
             st = mem.stats(namespace=ns)
