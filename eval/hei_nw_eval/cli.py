@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--consolidate-steps", type=int, default=None, help="optimizer steps cap per cycle")
     c.add_argument("--consolidate-epochs", type=float, default=None, help="passes over each cycle's rows")
     c.add_argument("--consolidate-lr", type=float, default=None, help="LoRA learning rate")
+    c.add_argument("--consolidate-anchors", type=int, default=None, help="prior-preservation questions per cycle (0: none)")
     c.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard (smoke tests only)")
     c.add_argument("--device", default=None, help="torch device of the model and of consolidation (default cpu)")
     p.set_defaults(func=cmd_eval)
@@ -126,7 +127,8 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
                                 batch_size=settings.embedder.batch_size, cache_size=0)
     runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
     over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
-                              "epochs": args.consolidate_epochs, "lr": args.consolidate_lr}.items() if v is not None}
+                              "epochs": args.consolidate_epochs, "lr": args.consolidate_lr,
+                              "anchors": args.consolidate_anchors}.items() if v is not None}
     if args.no_drift_check:
         over["drift_check"] = False
     result, paths = run_consolidation_eval(
