@@ -29,7 +29,10 @@ MEMORY = "1. [2023-05-01] Nadia keeps the spare key in the garden shed.\n2. [202
 
 
 HAVE_WEIGHTS = (SHIPPED_WEIGHTS / "adapter.safetensors").is_file()
-needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="trained adapter/reader weights are not in this checkout yet (python -m hei_nw_plugin.train_adapter)")
+
+
+def test_the_trained_weights_ship_with_the_package() -> None:
+    assert HAVE_WEIGHTS and (SHIPPED_WEIGHTS / "reader_lora" / "reader" / "adapter_model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,6 @@ def test_untrained_adapter_with_memory_keeps_base_logits() -> None:
     assert worst <= 1e-5
 
 
-@needs_weights
 def test_trained_adapter_and_reader_without_memory_keep_base_logits(lm: HeiNwForCausalLM) -> None:
     assert lm.adapter is not None and lm.has_reader, "shipped weights should load for the embedded model"
     assert lm.adapter.gate.abs().max() > 0  # really trained
@@ -82,7 +84,6 @@ def test_trained_adapter_and_reader_without_memory_keep_base_logits(lm: HeiNwFor
         assert (b1_empty - base).abs().max().item() <= 1e-5
 
 
-@needs_weights
 def test_generate_with_kv_cache_matches_full_recompute(lm: HeiNwForCausalLM) -> None:
     enc = _enc(lm, "Where does Nadia keep the spare key?", "(attached)")
     state = lm.hook.encode_memory(lm.tokenizer, [MEMORY])
@@ -92,7 +93,6 @@ def test_generate_with_kv_cache_matches_full_recompute(lm: HeiNwForCausalLM) -> 
     assert torch.equal(cached, full)
 
 
-@needs_weights
 def test_b0_misses_b1_recalls_a_fact_written_by_the_gate(lm: HeiNwForCausalLM, tmp_path: Path) -> None:
     from hei_nw_plugin.memory import HEIMemory
 
@@ -122,13 +122,11 @@ def test_model_surprise_ranks_gibberish_above_plain_text(lm: HeiNwForCausalLM) -
     assert 0.5 < plain < odd
 
 
-@needs_weights
 def test_shipped_weights_exist() -> None:
     for name in ("adapter.safetensors", "adapter_config.json", "loss_curve.json", "train_summary.json"):
         assert (SHIPPED_WEIGHTS / name).is_file(), name
 
 
-@needs_weights
 def test_transformers_pipeline_entry(tmp_path: Path) -> None:
     """`from transformers import pipeline` with the converted folder gets the shipped adapter and reader."""
     from transformers import pipeline
