@@ -9,7 +9,6 @@ not asserted. Replies are capped at a few tokens to keep this fast on CPU.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,6 @@ from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llamaindex_chat.py"
 MAX_NEW_TOKENS = 8
 
 
@@ -69,15 +67,6 @@ def llm(model: RecordedModel) -> HEINWLocalLLM:
 def hei(tmp_path: Path, minilm: Any) -> Iterator[HEIMemory]:
     with HEIMemory.open(tmp_path, embedder=minilm) as memory:  # default settings; the shared MiniLM instance
         yield memory
-
-
-@pytest.fixture(scope="module")
-def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llamaindex_chat_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def system_of(chat: list[dict[str, str]]) -> str:
