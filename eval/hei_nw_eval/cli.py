@@ -63,6 +63,10 @@ def register(subparsers: Any) -> None:
     r.add_argument("--title", default="HEI-NW evaluation")
     r.set_defaults(func=cmd_report)
 
+    from hei_nw_eval.reliability.cli import register as register_reliability
+
+    register_reliability(subparsers)
+
 
 def cmd_eval(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
