@@ -28,6 +28,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mode", default="B0,B1", help=f"comma-separated modes of {', '.join(MODES)}")
     p.add_argument("--condition", default=None, help="scenario condition (default: the scenario's first)")
     p.add_argument("--n", type=int, default=20, help="questions")
+    p.add_argument("--per-sample", type=int, default=None,
+                   help="datasets: at most this many questions per story/conversation, evenly spread")
     p.add_argument("--seed", type=int, default=0, help="data and bootstrap seed")
     p.add_argument("--out", type=Path, default=Path("reports/eval"), help="folder for the JSON records")
     p.add_argument("--route", default="prefix",
@@ -87,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed, out=args.out, route=routes, hopfield=not args.no_hopfield, reader=not args.no_reader,
         k=args.k, max_new_tokens=args.max_new_tokens, context_window=args.context_window,
         rag_chunk=args.rag_chunk, cue_slots=args.cue_slots, n_boot=args.n_boot, threads=args.threads,
-        config=args.config, progress=not args.quiet,
+        config=args.config, progress=not args.quiet, per_sample=args.per_sample,
     )
     for rec, path in results:
         m = rec.metrics
@@ -157,7 +159,7 @@ def run_eval(
     out: Path, route: str | Sequence[str] = "prefix", hopfield: bool = True, reader: bool = True, k: int | None = None,
     max_new_tokens: int = 10, context_window: int | None = None, rag_chunk: int = 1, cue_slots: bool = False,
     n_boot: int = 2000, threads: int | None = None, config: str | None = None, progress: bool = True,
-    lm: Any = None,
+    lm: Any = None, per_sample: int | None = None,
 ) -> list[tuple[Any, Path]]:
     """Run ``modes`` on one task and write a record per mode into ``out``; returns (record, path) pairs.
 
@@ -168,7 +170,7 @@ def run_eval(
     from hei_nw_plugin import HeiNwSettings
     from hei_nw_plugin.embed import default_embedder
 
-    task, cond, units = _task_units(scenario, dataset, condition, n, seed)
+    task, cond, units = _task_units(scenario, dataset, condition, n, seed, per_sample)
     settings = lm.settings if lm is not None else (HeiNwSettings.from_file(config) if config else HeiNwSettings.build())
     settings.model.memory_reader = settings.model.memory_reader and reader
     needs_lm = any(m != "retrieval-only" for m in modes)
@@ -195,7 +197,7 @@ def run_eval(
         tag = _tag(mode, route_now, hopfield, reader)
         generation = lm.generation_record() if lm is not None and mode != "retrieval-only" else None
         config_rec = {
-            "source": {"scenario": scenario, "dataset": dataset, "condition": cond, "n": n},
+            "source": {"scenario": scenario, "dataset": dataset, "condition": cond, "n": n, "per_sample": per_sample},
             "embedder": settings.embedder.name,
             "context_window": runner.window() if runner.lm is not None else None,
             "engine": {"hopfield": hopfield, "gate_tau": settings.gate.tau, "keyer_k": settings.keyer.k},
@@ -224,7 +226,8 @@ def _tag(mode: str, route: str, hopfield: bool, reader: bool) -> str:
     return "-".join(parts)
 
 
-def _task_units(scenario: str | None, dataset: str | None, condition: str | None, n: int, seed: int) -> tuple[str, str | None, list[Any]]:
+def _task_units(scenario: str | None, dataset: str | None, condition: str | None, n: int, seed: int,
+                per_sample: int | None = None) -> tuple[str, str | None, list[Any]]:
     from hei_nw_eval.runner import units_from_samples, units_from_split
 
     if dataset:
@@ -240,7 +243,7 @@ def _task_units(scenario: str | None, dataset: str | None, condition: str | None
             task = "babi:qa1-3"
         if condition:
             samples = [s for s in samples if s.source == condition or s.id.startswith(condition)]
-        return task, condition, units_from_samples(samples, n)
+        return task, condition, units_from_samples(samples, n, per_sample=per_sample)
     from hei_nw_eval.scenarios import generate
 
     split = generate(scenario or "A", n, seed=seed, condition=condition)

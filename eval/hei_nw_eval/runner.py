@@ -98,11 +98,15 @@ def units_from_split(split: Split) -> list[Unit]:
     return units
 
 
-def units_from_samples(samples: Sequence[DatasetSample], n: int | None = None) -> list[Unit]:
+def units_from_samples(samples: Sequence[DatasetSample], n: int | None = None, *,
+                       per_sample: int | None = None) -> list[Unit]:
     """Units for dataset questions in conversation order (the first ``n``).
 
     Each sample is one namespace, written incrementally: a unit writes the
     episodes that appeared since the previous question of its sample.
+    ``per_sample`` takes at most that many questions from each sample (so a
+    small run still covers every conversation of LoCoMo), spread evenly over
+    the sample's questions.
     """
     from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT
 
@@ -112,6 +116,9 @@ def units_from_samples(samples: Sequence[DatasetSample], n: int | None = None) -
         babi = sample.source.startswith("babi")
         shot = _one_shot(BABI_ONE_SHOT_MEMORY, "Where is Quillon?", "attic") if babi else DEFAULT_ONE_SHOT
         ordered = sorted(sample.questions, key=lambda q: len(sample.visible_episodes(q)))
+        if per_sample is not None and len(ordered) > per_sample:
+            step = len(ordered) / per_sample
+            ordered = [ordered[int(i * step)] for i in range(per_sample)]
         written = 0
         for q in ordered:
             visible = sample.visible_episodes(q)

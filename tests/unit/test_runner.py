@@ -90,6 +90,20 @@ def test_dataset_units_write_each_episode_once_and_stop_at_n() -> None:
     assert len(units_from_samples([sample], n=2)) == 2
 
 
+def test_per_sample_cap_covers_every_sample_and_still_writes_every_episode_once() -> None:
+    samples = []
+    for name in ("s1", "s2"):
+        eps = _episodes(8)
+        qs = [Question(id=f"{name}q{i}", cue=f"where {i}?", answer="x", evidence=[f"e{i}"], asked_after=f"e{2 * i + 1}")
+              for i in range(4)]
+        samples.append(DatasetSample(id=name, source="babi:qa1", episodes=eps, questions=qs))
+    units = units_from_samples(samples, per_sample=2)
+    assert [u.question.id for u in units] == ["s1q0", "s1q2", "s2q0", "s2q2"]
+    # the second unit of a sample writes what appeared since the first one, so nothing is skipped or repeated
+    assert [len(u.writes) for u in units] == [2, 4, 2, 4]
+    assert [len(u.transcript) for u in units] == [2, 6, 2, 6]
+
+
 def test_rag_store_returns_the_matching_chunk_first() -> None:
     store = RagStore(HashingEmbedder(dim=256), chunk_size=2)
     store.add([Episode(id="a", text="the violin sits in the loft"), Episode(id="b", text="rain all week"),
