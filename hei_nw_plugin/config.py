@@ -1,7 +1,7 @@
 """Settings for every HEI-NW knob, in one pydantic model.
 
 Sections mirror the engine's parts (keyer, index, hopfield, gate, decay, pack,
-store, security, embedder, limits, model). Values come, highest priority first,
+store, security, embedder, limits, model, telemetry). Values come, highest priority first,
 from constructor arguments, ``HEI_NW_*`` environment variables (nested with
 ``__``, e.g. ``HEI_NW_GATE__TAU=0.4``), then a TOML/YAML file given to
 :meth:`HeiNwSettings.from_file`, then the defaults below. Field descriptions
@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hei_nw_plugin.errors import ConfigError
@@ -161,6 +161,30 @@ class ModelSettings(_Section):
     answer_max_new_tokens: int = Field(16, ge=1, le=4096, description="Generation cap for short answers (tokens); generation also stops at a newline.")
 
 
+class TelemetrySettings(_Section):
+    """Engine metrics (Prometheus text format) and the clutter alert; see :mod:`hei_nw_plugin.telemetry`."""
+
+    enabled: bool = Field(True, description="Update the in-process metrics on write, recall, evict, replay and consolidation.")
+    namespace_label: Literal["none", "prefix", "namespace"] = Field(
+        "none", description="Label the gate and clutter metrics by namespace: 'none' aggregates (one series), 'prefix' uses "
+                            "the part before the first '/' (the server's tenant), 'namespace' the full name (one series per user: "
+                            "high cardinality).")
+    clutter_window_tokens: int = Field(
+        4000, ge=100, description="Window of the clutter rate: writes per 1k tokens over the last this-many observed tokens.")
+    clutter_alert_per_1k: float = Field(
+        20.0, gt=0.0, description="Clutter spike bound: accepted writes per 1k observed tokens over the window above which one "
+                                  "alert fires (4x gate.target_write_rate by default).")
+    clutter_clear_ratio: float = Field(
+        0.75, gt=0.0, lt=1.0, description="Hysteresis: a firing clutter alert clears only once the rate falls below "
+                                          "ratio x clutter_alert_per_1k, so a rate hovering at the bound raises one alert.")
+    label_window: int = Field(
+        5000, ge=10, description="Labelled gate decisions (events with a should-remember `label`) kept for PR-AUC, precision "
+                                 "and recall.")
+    probe_ks: list[PositiveInt] = Field(default_factory=lambda: [1, 5], min_length=1, description="k values of retrieval P@k and hit@k on probes.")
+    probe_interval_s: float = Field(
+        300.0, gt=0.0, description="Minimum seconds between probe evaluations triggered by a metrics scrape.")
+
+
 class HeiNwSettings(BaseSettings):
     """All HEI-NW settings. Load with ``HeiNwSettings()`` or ``HeiNwSettings.from_file(path)``."""
 
@@ -179,6 +203,7 @@ class HeiNwSettings(BaseSettings):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> HeiNwSettings:

@@ -415,6 +415,7 @@ class ConsolidationWorker:
                 self._mark_replayed_traces(replay)
         self._save_state(state)
         shutil.rmtree(ckpt, ignore_errors=True)
+        self.memory.telemetry.observe_consolidation(result.status, result.drift)
         return result
 
     def _mark_replayed(self, batches: Sequence[Any]) -> None:

@@ -37,6 +37,7 @@ from hei_nw_plugin.keyer import DGKeyer, pack_sparse
 from hei_nw_plugin.pack import Packer, TokenCounter, redact
 from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
 from hei_nw_plugin.store.keys import KeyProvider
+from hei_nw_plugin.telemetry import EngineTelemetry
 from hei_nw_plugin.types import (
     DEFAULT_NAMESPACE, Cue, MemoryEvent, MemoryTokens, RecalledTrace, RecallResult, Trace, WriteDecision,
 )
@@ -101,6 +102,8 @@ class HEIMemory:
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
         self._synced_heads: dict[str, str] = {}  # namespace -> store chain head its graph was last reconciled at
+        self.telemetry = EngineTelemetry(s.telemetry, gate_target_per_1k=s.gate.target_write_rate,
+                                         pack_budget_tokens=s.pack.max_mem_tokens)
 
     @classmethod
     def open(cls, data_dir: str | Path, **kwargs: Any) -> HEIMemory:
@@ -227,10 +230,11 @@ class HEIMemory:
             known = self.store.existing_keys(ns, [e.key for e in evs if e.key is not None])
             for ev, text, sl, key, feat in zip(evs, texts, slots, keys, feats, strict=True):
                 nearest = self._nearest(graph, key, batch[: len(row_keys)])
+                n_tokens = ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text)
                 decision = self.gate.decide(
                     namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
-                    tokens=ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text),
-                    force=ev.force, update=ev.key is not None and ev.key in known)
+                    tokens=n_tokens, force=ev.force, update=ev.key is not None and ev.key in known)
+                self.telemetry.observe_decision(ns, decision, n_tokens, ev.label)
                 if decision.accepted:
                     created = _ts(ev.timestamp) if ev.timestamp else now
                     ttl = ev.ttl_s or self.settings.decay.ttl_s
@@ -256,6 +260,7 @@ class HEIMemory:
                 if replaced:
                     graph.remove(sorted(replaced))
                     self._forget_features(sorted(replaced))
+                    self.telemetry.observe_removed("replaced", len(replaced))
                 # A key repeated inside one batch: only its last version is live.
                 live = [i for i, r in enumerate(refs) if r.seq not in replaced]
                 graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]))
@@ -360,6 +365,7 @@ class HEIMemory:
         timings["pack"] = (t5 - t4) * 1000
         timings["total"] = (t5 - t0) * 1000
         self._latencies.append(timings["total"])
+        self.telemetry.observe_recall(timings, tokens)
         self._note_recalled(top)  # feeds retention
         return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
 
@@ -466,6 +472,7 @@ class HEIMemory:
             seq = self.store.delete(ns, _tid(trace_id))
             self._graph(ns).remove([seq])
             self._forget_features([seq])
+        self.telemetry.observe_removed("deleted")
 
     def delete_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Delete the trace written with ``key``; False when there is none."""
@@ -505,6 +512,7 @@ class HEIMemory:
                 self.store.delete_many(ns, expired, reason="expired")
                 self._graph(ns).remove([s for s, _ in expired])
                 self._forget_features([s for s, _ in expired])
+                self.telemetry.observe_removed("expired", len(expired))
                 gone += [t for _, t in expired]
                 gone += self._evict_capacity(ns, now=now)
         return gone
@@ -521,6 +529,7 @@ class HEIMemory:
         self.store.delete_many(ns, victims, reason="evicted")
         self._graph(ns).remove([s for s, _ in victims])
         self._forget_features([s for s, _ in victims])
+        self.telemetry.observe_removed("evicted", len(victims))
         return [t for _, t in victims]
 
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> VerifyReport:

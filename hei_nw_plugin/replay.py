@@ -116,7 +116,9 @@ class ReplayScheduler:
                 best_overlap = np.maximum(best_overlap, X @ X[i])
         items = [ReplayItem(trace=traces[rows[i][0]], seq=rows[i][0], priority=float(prio[i]),
                             overlap=overlaps[j], replay_count=rows[i][1]) for j, i in enumerate(picked)]
-        return ReplayBatch(namespace=namespace, items=items, order=order)
+        batch = ReplayBatch(namespace=namespace, items=items, order=order)
+        self.memory.telemetry.observe_replay(batch.mean_overlap, len(items))
+        return batch
 
     def mark_replayed(self, batch: ReplayBatch) -> None:
         """Count one replay for every trace of ``batch`` (persisted)."""

@@ -29,7 +29,7 @@ from server.auth import KeyRing, TokenBucket
 from server.consolidation import ConsolidationJobs
 from server.deps import ServerState
 from server.gateway import MemoryGateway
-from server.routes import health, memory, openai
+from server.routes import health, memory, metrics, openai
 from server.settings import ServerSettings
 from server.upstream import Upstream
 from server.vllm_process import VllmProcess
@@ -82,6 +82,7 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
     app.include_router(openai.router)
     app.include_router(memory.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyLimitAndAccessLog, max_bytes=settings.limits.max_body_bytes)
     return app
 
