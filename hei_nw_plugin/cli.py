@@ -1,4 +1,4 @@
-"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, stats, bench, demo.
+"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, stats, metrics, bench, demo.
 
 Other parts of the project add subcommands (eval, report, serve, consolidate)
 through ``register(subparsers)`` functions listed in :data:`EXTENSIONS`; a
@@ -113,6 +113,17 @@ def cmd_evict(args: argparse.Namespace) -> None:
         print(f"evicted {len(gone)} traces")
 
 
+def cmd_metrics(args: argparse.Namespace) -> None:
+    if args.url:
+        import urllib.request
+
+        with urllib.request.urlopen(args.url, timeout=30) as resp:
+            sys.stdout.write(resp.read().decode())
+        return
+    with _memory(args) as mem:
+        sys.stdout.write(mem.telemetry.render(mem))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from hei_nw_plugin.bench import bench_recall
 
@@ -164,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--only-namespace", default=None, help="restrict to one namespace")
         sp.set_defaults(func=fn)
+
+    mt = sub.add_parser("metrics", help="Prometheus metrics: this store's gauges, or a running server's /metrics with --url")
+    mt.add_argument("--url", default=None, help="fetch and print a server's metrics (e.g. http://127.0.0.1:8080/metrics)")
+    mt.set_defaults(func=cmd_metrics)
 
     rk = sub.add_parser("rotate-keys", help="re-wrap all data keys under a new key")
     rk.set_defaults(func=cmd_rotate)
