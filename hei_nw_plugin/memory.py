@@ -297,6 +297,11 @@ class HEIMemory:
         c = self._cue(cue)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.limits.max_k:
             raise InvalidEventError(f"k must be an integer in 1..{self.settings.limits.max_k}, got {k!r}")
+        _check_where(where)
+        if max_tokens is not None:
+            _check_int("max_tokens", max_tokens, minimum=1)
+        if min_similarity is not None:
+            _check_number("min_similarity", min_similarity)
         timings: dict[str, float] = {}
         feats, keys = self.keyer.encode([c.text], [c.slots])
         feat, key = feats[0], keys[0]
@@ -336,7 +341,7 @@ class HEIMemory:
                 scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand, c.slots)
             ranked = [int(j) for j in np.argsort(-scores, kind="stable")]
             if min_similarity is not None:
-                ranked = [j for j in ranked if cue_sims[j] >= min_similarity]
+                ranked = [j for j in ranked if float(cue_sims[j]) >= min_similarity]
             t_ranked = time.perf_counter()
             # Decrypt only what is returned; a row deleted, expired or tampered since is skipped.
             pos = 0
@@ -458,8 +463,9 @@ class HEIMemory:
     def list_traces(self, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 100, offset: int = 0,
                     where: Mapping[str, Any] | None = None) -> list[Trace]:
         """Traces in write order (oldest first), optionally filtered on slots/metadata."""
-        if limit < 0 or offset < 0:
-            raise InvalidEventError("limit and offset must be >= 0")
+        _check_int("limit", limit, minimum=0)
+        _check_int("offset", offset, minimum=0)
+        _check_where(where)
         out = self.store.list_traces(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
         if where:
             out = [t for t in out if _matches(t, where)][offset: offset + limit]
@@ -502,7 +508,7 @@ class HEIMemory:
 
     def evict(self, *, namespace: str | None = None, now: float | None = None) -> list[str]:
         """Drop expired traces, then the lowest-retention ones over capacity; pinned ones never. Returns ids."""
-        now = time.time() if now is None else now
+        now = time.time() if now is None else _check_number("now", now)
         self.flush()
         spaces = [self._ns(namespace)] if namespace is not None else self.store.namespaces()  # live ones
         gone: list[str] = []
@@ -578,7 +584,8 @@ class HEIMemory:
         """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
         ns = None
         if namespace is not None:  # a namespace is known once written to, or offered events in this process
-            ns = self._ns(namespace) if namespace in self.gate.telemetry.tokens else self._require_ns(namespace)
+            ns = self._ns(namespace)
+            ns = ns if ns in self.gate.telemetry.tokens else self._require_ns(ns)
         lat = np.array(self._latencies) if self._latencies else None
         graph = self.index.get(ns) if ns else None
         return MemoryStats(
@@ -713,6 +720,23 @@ def _matches(trace: Trace, where: Mapping[str, Any]) -> bool:
 
 
 _MISSING = object()
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidEventError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidEventError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_where(where: Any) -> None:
+    if where is not None and not (isinstance(where, Mapping) and all(isinstance(k, str) for k in where)):
+        raise InvalidEventError("where must be a mapping from slot or metadata names to values")
 
 
 def _tid(trace_id: Any) -> str:
