@@ -21,4 +21,5 @@ def register(subparsers: Any) -> None:
             mod = importlib.import_module(f"hei_nw_eval.reliability.{name}")
         except ImportError:
             continue
-        mod.register(sub)
+        if hasattr(mod, "register"):
+            mod.register(sub)
