@@ -129,6 +129,9 @@ class EmbedderSettings(_Section):
     path: Path | None = Field(None, description="Local sentence-transformers folder (for name='sentence-transformers').")
     batch_size: int = Field(64, ge=1, le=4096, description="Sentences per embedding batch.")
     cache_size: int = Field(4096, ge=0, description="LRU cache of cue embeddings (entries).")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="Runtime: 'onnx' (ONNX Runtime over a cached export of the same weights; ~3x faster per cue), "
+                            "'torch' (sentence-transformers), 'auto' (onnx when onnxruntime is installed). Same vectors either way.")
 
 
 class LimitSettings(_Section):

@@ -284,7 +284,8 @@ def run_retrieval_check(
     split = generate(scenario, n, seed=seed, condition=condition)
     base = base_settings or HeiNwSettings.build()
     inner = embedder or default_embedder(name=base.embedder.name, path=base.embedder.path,
-                                         batch_size=base.embedder.batch_size, cache_size=0)
+                                         batch_size=base.embedder.batch_size, cache_size=0,
+                                         backend=base.embedder.backend)
     cache = CachingEmbedder(inner)
     texts = [e.text for e in split.shared_episodes] + [e.text for it in split.items for e in it.episodes]
     cues = [it.question.cue for it in split.items]

@@ -1,0 +1,60 @@
+"""The ONNX Runtime and torch embedders compute the same MiniLM vectors, so either can read a store the other wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hei_nw_plugin.embed import OnnxSentenceEmbedder, SentenceTransformerEmbedder, default_embedder, minilm_path
+from hei_nw_plugin.errors import ConfigError
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "Who brought the brass lantern to the harbour on Monday?",
+    "Priya's email is priya.n@example.org",
+    "",
+    "Ünïcödé and emoji 🚀 survive tokenisation",
+    " ".join(f"word{i}" for i in range(600)),  # longer than max_seq_length: both truncate at 256 tokens
+]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[OnnxSentenceEmbedder, SentenceTransformerEmbedder]:
+    onnx = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path_factory.mktemp("onnx"))
+    return onnx, SentenceTransformerEmbedder(cache_size=0)
+
+
+def test_onnx_matches_torch_in_batches_and_one_by_one(pair: tuple[OnnxSentenceEmbedder, SentenceTransformerEmbedder]) -> None:
+    onnx, torch_emb = pair
+    ref = torch_emb.embed(TEXTS)
+    batch = onnx.embed(TEXTS)
+    single = np.concatenate([onnx.embed([t]) for t in TEXTS])
+    assert batch.shape == ref.shape == (len(TEXTS), 384)
+    assert np.abs(batch - ref).max() < 1e-5
+    assert np.abs(single - ref).max() < 1e-5
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+
+
+def test_export_is_cached_and_reused(tmp_path: Path) -> None:
+    first = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.onnx"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    stamp = files[0].stat().st_mtime_ns
+    second = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path)
+    assert files[0].stat().st_mtime_ns == stamp
+    assert np.array_equal(first.embed(["same"]), second.embed(["same"]))
+
+
+def test_backend_choice_and_errors(tmp_path: Path) -> None:
+    assert isinstance(default_embedder(backend="torch"), SentenceTransformerEmbedder)
+    assert isinstance(default_embedder(backend="auto"), OnnxSentenceEmbedder)  # onnxruntime ships with the embed extra
+    with pytest.raises(ConfigError, match="backend"):
+        default_embedder(backend="tpu")  # type: ignore[arg-type]
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text((minilm_path() / "config.json").read_text())
+    with pytest.raises(ConfigError, match="ONNX embedder unavailable"):
+        default_embedder(name="sentence-transformers", path=broken, backend="onnx")
