@@ -119,6 +119,7 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
               f"dominant: {dominant}  hit@1 {row['hit_at_1']:.3f}", flush=True)
         results.append(row)
     report = {"benchmark": "recall", "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+              "embedder": type(embedder).__name__ if embedder is not None else None,
               "settings": (settings or HeiNwSettings()).model_dump(mode="json"), "seed": seed, "results": results}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
