@@ -49,3 +49,16 @@ def test_live_gate_reports_gate_metrics(tmp_path: Path) -> None:
 def test_unknown_scenario_is_rejected() -> None:
     with pytest.raises(ValueError):
         run_retrieval_check("Q", n=1, embedder=HashingEmbedder(dim=64))
+
+
+def test_configs_sharing_one_memory_rank_exactly_as_separate_memories() -> None:
+    from hei_nw_eval.retrieval_check import run_config, run_configs
+    from hei_nw_eval.scenarios import generate
+
+    split = generate("D", 8, seed=0, condition="1k")
+    emb = HashingEmbedder(dim=128)
+    shared = run_configs(split, [FULL, NO_HOPFIELD], embedder=emb, k=5)
+    for cfg in (FULL, NO_HOPFIELD):
+        alone, _log = run_config(split, cfg, embedder=emb, k=5)
+        assert [r.ranked for r in shared[cfg.name][0]] == [r.ranked for r in alone]
+    assert [r.ranked for r in shared[FULL.name][0]] != [r.ranked for r in shared[NO_HOPFIELD.name][0]]
