@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from hei_nw_eval.records import Curve, MetricValue, RunRecord, load_records
+from hei_nw_eval.records import Curve, CurvePoint, MetricValue, RunRecord, load_records
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title
         for group_title, (bh, brows) in _breakdown_tables(runs).items():
             md += [f"**{group_title}**", ""] + _md_table(bh, brows) + [""]
             body.append(f"<h3>{html.escape(group_title)}</h3>" + _html_table(bh, brows))
-        for fig in _curve_figures(task, runs):
+        for fig in [*_curve_figures(task, runs), *_store_size_figures(task, runs)]:
             path = fig_dir / f"{fig.slug}.png"
             path.write_bytes(fig.png)
             written.append(path)
@@ -223,6 +223,41 @@ def _curve_figures(task: str, runs: list[RunRecord]) -> list[_Figure]:
     figures = []
     for (condition, name), series in groups.items():
         title = " · ".join(x for x in (task, condition, name) if x)
+        figures.append(_Figure(title=title, slug=_slug(title), png=_plot(title, series)))
+    return figures
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kKmM]?)$")
+
+
+def store_size(condition: str | None) -> float | None:
+    """Store size encoded as a condition's first part ('100k/text-only/…' -> 100000), else None."""
+    m = _SIZE.match((condition or "").split("/", 1)[0])
+    if m is None:
+        return None
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+
+
+def _store_size_figures(task: str, runs: list[RunRecord]) -> list[_Figure]:
+    """Interference curves: P@1 (95% CI) vs store size, one line per mode, for runs whose condition names a size.
+
+    Built across records (one record per size and mode), so it needs at least two sizes.
+    """
+    groups: dict[str, dict[str, list[CurvePoint]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        size = store_size(r.condition)
+        m = r.metrics.get("p@1")
+        if size is None or m is None or m.value is None:
+            continue
+        rest = (r.condition or "").split("/", 1)[1] if "/" in (r.condition or "") else ""
+        groups[rest][r.mode].append(CurvePoint(x=size, y=m.value, low=m.low, high=m.high, n=m.n))
+    figures = []
+    for rest, by_mode in groups.items():
+        if len({p.x for pts in by_mode.values() for p in pts}) < 2:
+            continue
+        series = [(mode, Curve(x_label="stories in the store", y_label="P@1", log_x=True,
+                               points=sorted(pts, key=lambda p: p.x))) for mode, pts in by_mode.items()]
+        title = " · ".join(x for x in (task, rest, "P@1 vs store size") if x)
         figures.append(_Figure(title=title, slug=_slug(title), png=_plot(title, series)))
     return figures
 

@@ -75,3 +75,19 @@ def test_report_is_rebuilt_from_json_only(tmp_path: Path) -> None:
 def test_report_needs_records(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no run records"):
         build_report(tmp_path)
+
+
+def test_store_size_conditions_give_an_interference_figure(tmp_path: Path) -> None:
+    from hei_nw_eval.report import store_size
+
+    assert store_size("100k/text-only/oracle-gate") == 100_000 and store_size("1M") == 1e6
+    assert store_size("full_cue") is None and store_size(None) is None
+    for size, full, plain in (("1k", 0.9, 0.8), ("10k", 0.7, 0.5), ("100k", 0.5, 0.2)):
+        for mode, p in (("full", full), ("no-dg-no-hopfield", plain)):
+            write_record(RunRecord(run_id=f"d-{size}-{mode}", task="retrieval:D", condition=f"{size}/text-only",
+                                   mode=mode, n_items=10,
+                                   metrics={"p@1": MetricValue(value=p, low=p - 0.1, high=p + 0.1, n=10)}), tmp_path)
+    files = build_report(tmp_path)
+    names = [f.name for f in files.figures]
+    assert "retrieval-d-text-only-p-1-vs-store-size.png" in names
+    assert "P@1 vs store size" in files.html.read_text()
