@@ -17,7 +17,10 @@ The same items run under four engine configurations, so differences are paired:
 ``gate="oracle"`` writes exactly the episodes labelled should-remember, pinned,
 so retrieval is measured apart from the gate; ``gate="live"`` offers every
 episode to the write gate and also reports the gate's PR-AUC, precision and
-recall at τ and writes per 1k tokens against the labels.
+recall at τ and writes per 1k tokens against the labels; ``gate="random"`` (the
+random-writes ablation) writes each episode, pinned, with probability equal to
+the split's share of should-remember episodes (seeded), so it stores as much as
+the oracle but chooses blindly.
 
 Embeddings are computed once and shared by the four configurations; the cue
 cache is warmed before the first one so that every configuration's recall
@@ -30,10 +33,12 @@ Run it as a script: ``python -m hei_nw_eval.retrieval_check --scenario A --n 50`
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -131,13 +136,16 @@ def _event(ep: Episode, *, pin: bool, use_keys: bool) -> Any:
 
 
 def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, gate: str, use_keys: bool,
-           log: _GateLog, batch: int = 256) -> None:
+           log: _GateLog, batch: int = 256, rng: random.Random | None = None, rate: float = 0.0) -> None:
     if gate == "oracle":
         chosen = [e for e in episodes if e.should_remember]
+    elif gate == "random":
+        assert rng is not None
+        chosen = [e for e in episodes if rng.random() < rate]
     else:
         chosen = list(episodes)
     for part in _batches(chosen, batch, use_keys):
-        events = [_event(e, pin=gate == "oracle", use_keys=use_keys) for e in part]
+        events = [_event(e, pin=gate != "live", use_keys=use_keys) for e in part]
         decisions = mem.write_many(events, namespace=namespace)
         if gate == "live":
             for ep, d in zip(part, decisions, strict=True):
@@ -185,7 +193,7 @@ def run_config(
     embedder: Embedder,
     base_settings: HeiNwSettings | None = None,
     k: int = 10,
-    gate: Literal["oracle", "live"] = "oracle",
+    gate: Literal["oracle", "live", "random"] = "oracle",
     use_keys: bool = False,
     cue_slots: bool = True,
     work_dir: Path | None = None,
@@ -203,7 +211,7 @@ def run_configs(
     embedder: Embedder,
     base_settings: HeiNwSettings | None = None,
     k: int = 10,
-    gate: Literal["oracle", "live"] = "oracle",
+    gate: Literal["oracle", "live", "random"] = "oracle",
     use_keys: bool = False,
     cue_slots: bool = True,
     work_dir: Path | None = None,
@@ -229,15 +237,19 @@ def run_configs(
         settings = HeiNwSettings.build(**data)
         log = _GateLog([], [], [], 0, settings.gate.tau)
         results: dict[str, list[_QueryResult]] = {c.name: [] for c in configs}
+        everything = [*split.shared_episodes, *(e for it in split.items for e in it.episodes)]
+        rate = sum(bool(e.should_remember) for e in everything) / max(1, len(everything))
+        rng = random.Random(f"random-writes|{split.scenario}|{split.condition}|{split.seed}")
         mem = HEIMemory(settings, embedder=embedder, persist_index=False)
+        put = partial(_write, mem, gate=gate, use_keys=use_keys, log=log, rng=rng, rate=rate)
         try:
             shared_ns = f"{split.scenario}-{split.condition}-{split.seed}-shared"
             if split.shared_episodes:
-                _write(mem, split.shared_episodes, shared_ns, gate, use_keys, log)
+                put(split.shared_episodes, shared_ns)
             for i, item in enumerate(split.items):
                 ns = shared_ns if split.shared_episodes else item.id
                 if item.episodes:
-                    _write(mem, item.episodes, ns, gate, use_keys, log)
+                    put(item.episodes, ns)
                 for cfg in configs:
                     mem.settings.hopfield.enabled = cfg.hopfield
                     results[cfg.name].append(_recall(mem, item, ns, k, cue_slots))
@@ -288,7 +300,7 @@ def run_retrieval_check(
     seed: int = 0,
     condition: str | None = None,
     k: int = 10,
-    gate: Literal["oracle", "live"] = "oracle",
+    gate: Literal["oracle", "live", "random"] = "oracle",
     use_keys: bool = False,
     cue_slots: bool = True,
     configs: Sequence[EngineConfig] = CONFIGS,
@@ -386,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50, help="questions (items)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--gate", choices=["oracle", "live"], default="oracle")
+    parser.add_argument("--gate", choices=["oracle", "live", "random"], default="oracle",
+                        help="oracle: labelled episodes; live: the write gate; random: blind writes at the oracle's rate")
     parser.add_argument("--use-keys", action="store_true", help="write scenario B chains with their caller key")
     parser.add_argument("--text-only", action="store_true", help="recall from the question text without cue slots")
     parser.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm",

@@ -62,3 +62,11 @@ def test_configs_sharing_one_memory_rank_exactly_as_separate_memories() -> None:
         alone, _log = run_config(split, cfg, embedder=emb, k=5)
         assert [r.ranked for r in shared[cfg.name][0]] == [r.ranked for r in alone]
     assert [r.ranked for r in shared[FULL.name][0]] != [r.ranked for r in shared[NO_HOPFIELD.name][0]]
+
+
+def test_random_writes_ablation_stores_blindly_at_the_oracle_rate() -> None:
+    oracle, random_ = (run_retrieval_check("A", n=20, seed=0, k=5, configs=[FULL], gate=g,
+                                           embedder=HashingEmbedder(dim=128), n_boot=200)[0] for g in ("oracle", "random"))
+    assert random_.condition == "full_cue/slots-and-text/random-gate"
+    # the evidence is stored only when the coin says so, so the blind writer misses most of it
+    assert (oracle.metrics["p@1"].value or 0) - (random_.metrics["p@1"].value or 0) >= 0.5
