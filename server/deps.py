@@ -44,6 +44,7 @@ class ServerState:
     auth_failures: TokenBucket  # per client address: bounds the hashing an attacker can make us do
     adapters: ConsolidatedAdapters
     consolidation: Any = None  # server.consolidation.ConsolidationJobs
+    embeds: Any = None  # server.embeds.MemoryEmbedder (memory route 'embeds'; loads on first use)
     backend_ready: bool = False
     backend_error: str | None = None
     background: set[Any] = field(default_factory=set)  # tasks kept alive until done

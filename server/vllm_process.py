@@ -114,6 +114,8 @@ class VllmProcess:
         ]
         if s.enforce_eager:
             cmd.append("--enforce-eager")
+        if s.enable_prompt_embeds:
+            cmd.append("--enable-prompt-embeds")
         if s.enable_lora:
             cmd += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(s.max_loras)]
         if s.tool_call_parser:

@@ -5,7 +5,8 @@ knows (tools, tool_choice, response_format, logprobs, stream_options, …) works
 unchanged and streams come back in vLLM's own framing. The server adds memory:
 
 * B1/B2: the last user message is the recall cue and the packed memory joins
-  the system message (see :mod:`server.prefix`);
+  the system message (see :mod:`server.prefix`), as text or, on the ``embeds``
+  route (``hei_route`` / ``X-HEI-Route``), as input embeddings (:mod:`server.embeds`);
 * B1/B2: after vLLM accepted the request, the user message is offered to the
   write gate; a stream's ``data: [DONE]`` is sent only once that write is done,
   so a client that saw the end of a turn can recall it at once;
@@ -30,15 +31,16 @@ from hei_nw_plugin.errors import InputError
 from hei_nw_plugin.types import WriteDecision
 from server.auth import Principal
 from server.deps import Caller, ServerState, mode_of, namespace, state
+from server.embeds import completion_with_memory, messages_with_memory, route_of
 from server.errors import ApiError, error_body
-from server.prefix import last_user_turn, prompt_with_memory, with_memory
+from server.prefix import last_user_turn
 from server.vllm_process import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 # Request fields that belong to this server, not to vLLM.
-HEI_FIELDS = ("hei_mode", "hei_remember", "hei_conversation_id")
+HEI_FIELDS = ("hei_mode", "hei_route", "hei_remember", "hei_conversation_id")
 OPENAI_EXAMPLE = {"model": "hei-nw-smollm2-135m", "messages": [{"role": "user", "content": "Where is the spare key?"}],
                   "user": "alice", "hei_mode": "B1"}
 
@@ -73,6 +75,7 @@ class _Turn:
     def __init__(self, mode: str, ns: str) -> None:
         self.mode = mode
         self.ns = ns
+        self.route = "text"
         self.recalled: list[str] = []
         self.memory_tokens = 0
         self.write: asyncio.Task[WriteDecision] | None = None
@@ -90,10 +93,10 @@ class _Turn:
         return {"accepted": d.accepted, "reason": d.reason, "score": round(d.score, 4), "trace_id": d.trace_id}
 
     def headers(self) -> dict[str, str]:
-        return {"X-HEI-Mode": self.mode, "X-HEI-Recalled": str(len(self.recalled))}
+        return {"X-HEI-Mode": self.mode, "X-HEI-Route": self.route, "X-HEI-Recalled": str(len(self.recalled))}
 
     async def info(self) -> dict[str, Any]:
-        return {"mode": self.mode, "recalled": self.recalled, "memory_tokens": self.memory_tokens,
+        return {"mode": self.mode, "route": self.route, "recalled": self.recalled, "memory_tokens": self.memory_tokens,
                 "write": await self.write_result()}
 
 
@@ -114,6 +117,7 @@ async def chat_completions(request: Request, who: Caller) -> Any:
         raise ApiError(400, "messages must be a non-empty list of objects with a role", code="invalid_input")
     mode = mode_of(request, body.get("hei_mode"), st.settings.memory.default_mode)
     turn = _Turn(mode, namespace(request, who, body.get("user")))
+    turn.route = route_of(body.get("hei_route"), request.headers.get("x-hei-route"), st.settings.memory.route)
     remember = body.get("hei_remember") is True
     conversation = body.get("hei_conversation_id") or request.headers.get("x-hei-conversation")
     for f in (*HEI_FIELDS, "user"):
@@ -122,7 +126,7 @@ async def chat_completions(request: Request, who: Caller) -> Any:
     _ensure_backend(st)
     last = last_user_turn(messages)
     if mode in ("B1", "B2") and last is not None:
-        body["messages"] = with_memory(messages, await _recall_into(st, turn, last[0]))
+        body["messages"] = await messages_with_memory(st.embeds, turn.route, messages, await _recall_into(st, turn, last[0]))
 
     def start_write() -> None:
         if mode in ("B1", "B2") and last is not None and st.settings.memory.write_user_turns:
@@ -166,13 +170,14 @@ async def completions(request: Request, who: Caller) -> Any:
     body = await _json_object(request)
     mode = mode_of(request, body.get("hei_mode"), st.settings.memory.default_mode)
     turn = _Turn(mode, namespace(request, who, body.get("user")))
+    turn.route = route_of(body.get("hei_route"), request.headers.get("x-hei-route"), st.settings.memory.route)
     for f in (*HEI_FIELDS, "user"):
         body.pop(f, None)
     _route_model(st, body, mode, who)
     _ensure_backend(st)
     prompt = body.get("prompt")
     if mode in ("B1", "B2") and isinstance(prompt, str) and prompt.strip():
-        body["prompt"] = prompt_with_memory(prompt, await _recall_into(st, turn, prompt[-4000:]))
+        await completion_with_memory(st.embeds, turn.route, body, prompt, await _recall_into(st, turn, prompt[-4000:]))
     if body.get("stream"):
         events = await st.upstream.stream("/v1/completions", body)
         return StreamingResponse(_relay(events, turn), media_type="text/event-stream",

@@ -166,7 +166,7 @@ def test_b0_sends_the_chat_unchanged_and_stores_nothing(client: TestClient, back
     r = client.post("/v1/chat/completions", headers=A | {"X-HEI-Mode": "B0"}, json={"model": MODEL, "messages": msgs,
                                                                                     "hei_remember": True})
     assert backend[1][-1]["body"]["messages"] == msgs
-    assert r.json()["hei"] == {"mode": "B0", "recalled": [], "memory_tokens": 0, "write": None}
+    assert r.json()["hei"] == {"mode": "B0", "route": "text", "recalled": [], "memory_tokens": 0, "write": None}
     assert len(client.get("/v1/memory/traces", headers=A).json()["traces"]) == 1
 
 
