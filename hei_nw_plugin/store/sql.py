@@ -79,8 +79,11 @@ class VerifyProblem:
 
 
 def _alive() -> Any:
-    """Rows not past their expiry: an expired trace reads as gone even before evict() deletes it."""
-    return or_(traces.c.expires_at.is_(None), traces.c.expires_at > time.time())
+    """Rows not past their expiry: an expired trace reads as gone even before evict() deletes it.
+
+    A pinned trace is alive whatever its expiry (pinning a trace written with a TTL keeps it readable, as evict() keeps it).
+    """
+    return or_(traces.c.pinned.is_(True), traces.c.expires_at.is_(None), traces.c.expires_at > time.time())
 
 
 def _aad(namespace: str, trace_id: str, key_blob: bytes, created_at: float, ext_key: str | None) -> bytes:
