@@ -6,7 +6,7 @@ domains and chit-chat over several tenants and users (namespaces
 a per-namespace capacity (so expiry and eviction happen), keyed updates (newest
 wins), replay batches, periodic clutter spikes in one tenant, and optionally a
 few real consolidations in a background thread (rare: one costs minutes on a
-CPU; ``--no-consolidate`` for CI).
+CPU; they start in the first half of the run; ``--no-consolidate`` for CI).
 
 Ground truth is the soak's :class:`~.workload.Ledger` of acknowledged writes. A
 trace may leave the store only with a reason in the signed provenance log that
@@ -421,7 +421,8 @@ class Soak:
         nxt = {"burst": now, "recall": now, "delete": now + 1, "pin": now + 1, "sample": now, "evict": now + cfg.evict_every_s,
                "check": now + cfg.check_every_s, "verify": now + cfg.verify_every_s, "replay": now + cfg.replay_every_s,
                "spike": now + min(cfg.spike_every_s, cfg.minutes * 60.0 / 4)}
-        starts = [self._t0 + cfg.minutes * 60.0 * (i + 1) / (cfg.consolidations + 1) for i in range(cfg.consolidations)]
+        # Consolidations start in the first half, so the second half measures memory growth after them.
+        starts = [self._t0 + cfg.minutes * 30.0 * (i + 1) / (cfg.consolidations + 1) for i in range(cfg.consolidations)]
         while (now := time.time()) < end or self.offered < cfg.min_events:
             if starts and now >= starts[0] and not (self._consolidating and self._consolidating.is_alive()):
                 starts.pop(0)
