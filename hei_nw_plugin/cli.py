@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXTENSIONS = ["hei_nw_eval.cli", "hei_nw_plugin.model.cli", "hei_nw_plugin.consolidate_cli", "server.cli"]
 
@@ -40,10 +40,12 @@ def _memory(args: argparse.Namespace) -> Any:
 
 
 def _slots(pairs: list[str] | None) -> dict[str, str]:
+    from hei_nw_plugin.errors import InvalidEventError
+
     out: dict[str, str] = {}
     for p in pairs or []:
         if "=" not in p:
-            raise SystemExit(f"error: --slot expects key=value, got {p!r}")
+            raise InvalidEventError(f"--slot expects key=value, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -137,8 +139,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(_settings(args), with_model=not args.engine_only)
 
 
+def one_line(message: object) -> str:
+    """``message`` as one printable line: line breaks and other control characters escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(message))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that keeps its error on one line: an argument full of control characters
+    (a carriage return, a vertical tab) is echoed escaped, not written raw to the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hei-nw", description="HEI-NW episodic memory")
+    p = _Parser(prog="hei-nw", description="HEI-NW episodic memory")
     p.add_argument("--data-dir", help="folder for the SQLite store, index and key file (default .hei_nw)")
     p.add_argument("--store-url", help="SQLAlchemy URL of the trace store (e.g. postgresql+psycopg://...)")
     p.add_argument("--config", help="settings file (.toml/.yaml)")
@@ -214,10 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from err
     except RuntimeFault as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(1) from err
 
 

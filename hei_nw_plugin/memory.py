@@ -156,6 +156,12 @@ class HEIMemory:
             raise PayloadTooLargeError(f"event metadata is {meta_size} bytes as JSON; the limit is {4 * lim.max_text_chars}")
         if "\x00" in ev.text:
             raise InvalidEventError("event text must not contain NUL characters")
+        try:
+            created = _ts(ev.timestamp) if ev.timestamp else time.time()
+        except OverflowError as err:
+            raise InvalidEventError(f"timestamp {ev.timestamp} is out of range") from err
+        if not _representable(created) or (ev.ttl_s is not None and not _representable(created + ev.ttl_s)):
+            raise InvalidEventError("timestamp and ttl_s must put the trace's creation and expiry within years 1..9999")
         return ev
 
     def _check_slots(self, slots: Mapping[str, Any]) -> None:
@@ -501,6 +507,8 @@ class HEIMemory:
         """Expire a trace ``ttl_s`` seconds from now (None: never). Pinned traces are never evicted regardless."""
         if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0):
             raise InvalidEventError(f"ttl_s must be a positive number of seconds or None, got {ttl_s!r}")
+        if ttl_s is not None and not _representable(time.time() + ttl_s):
+            raise InvalidEventError(f"ttl_s {ttl_s!r} puts the expiry beyond year 9999")
         self.store.set_expiry(self._require_ns(namespace), _tid(trace_id), None if ttl_s is None else time.time() + ttl_s)
 
     def retention_score(self, gate_score: float, age_s: float, recall_count: int) -> float:
@@ -724,8 +732,9 @@ _MISSING = object()
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InvalidEventError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    # The upper bound is the store's: SQL integers are 64-bit.
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value < 2**63:
+        raise InvalidEventError(f"{name} must be an integer in {minimum}..2**63-1, got {value!r}")
     return value
 
 
@@ -748,6 +757,15 @@ def _tid(trace_id: Any) -> str:
 
 def _ts(when: datetime) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _representable(ts: float) -> bool:
+    """Whether a Unix time (s) reads back as a datetime; a stored one that does not would break every recall of it."""
+    try:
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return True
 
 
 def _limit_blas(threads: int | None) -> None:

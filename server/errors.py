@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hei_nw_plugin.errors import (
@@ -44,6 +45,28 @@ class ApiError(Exception):
         self.type = type
         self.code = code
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What went wrong; names the field for bad input.")
+    type: str = Field(description="'invalid_request_error', 'rate_limit_error' or 'server_error' (vLLM's own type when it refused).")
+    param: str | None = Field(None, description="The request field at fault, when known.")
+    code: str | int | None = Field(None, description="Machine-readable reason, e.g. 'invalid_input', 'not_found', 'rate_limited'.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+# Documented on every authenticated route, so the published schema covers each status the server answers with.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "The request was refused: bad input (400, 422), missing or invalid API "
+                                                  "key (401), not found (404), conflict (409), body too large (413), rate "
+                                                  "limited (429, with Retry-After). Nothing was stored."},
+    503: {"model": ErrorResponse, "description": "Memory store or generation backend unavailable; retry after Retry-After."},
+}
 
 
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

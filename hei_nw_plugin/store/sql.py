@@ -111,7 +111,7 @@ class SQLTraceStore:
             with self._tx() as conn:
                 if conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).first() is None:
                     conn.execute(insert(meta).values(name="chain_head", value=GENESIS))
-        except SQLAlchemyError as err:
+        except (SQLAlchemyError, ImportError, OSError, ValueError) as err:  # also: no driver, no folder, NUL in the path
             raise StoreUnavailableError(f"trace store at {_redact_url(url)} is unavailable: {err.__class__.__name__}: {err}") from err
 
     # ----------------------------------------------------------------- plumbing

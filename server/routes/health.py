@@ -21,7 +21,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: store reachable and vLLM up")
+@router.get("/readyz", summary="Readiness: store reachable and vLLM up",
+            responses={503: {"description": "Not ready yet: the same body, with the part that is down false."}})
 async def readyz(request: Request) -> Any:
     st = state(request)
     store_ok = await st.gateway.ready()

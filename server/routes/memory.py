@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hei_nw_plugin.memory import MemoryStats, VerifyReport
 from hei_nw_plugin.types import Cue, MemoryEvent, RecallResult, Trace, WriteDecision
 from server.deps import Caller, namespace, state
-from server.errors import ApiError
+from server.errors import ERROR_RESPONSES, ApiError
 from server.gateway import namespace_for
 
-router = APIRouter(prefix="/v1/memory", tags=["memory"])
+router = APIRouter(prefix="/v1/memory", tags=["memory"], responses=ERROR_RESPONSES)
 
 
 class WriteRequest(BaseModel):
@@ -77,7 +77,7 @@ async def recall(request: Request, req: RecallRequest, who: Caller) -> RecallRes
 
 @router.get("/traces", response_model=TraceList, summary="The user's traces, oldest first")
 async def list_traces(request: Request, limit: Annotated[int, Query(ge=0, le=1000)] = 100,
-                      offset: Annotated[int, Query(ge=0)] = 0, *,
+                      offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0, *,
                       who: Caller) -> TraceList:
     return TraceList(traces=await state(request).gateway.list_traces(namespace(request, who), limit=limit, offset=offset))
 

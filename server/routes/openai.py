@@ -32,12 +32,12 @@ from hei_nw_plugin.types import WriteDecision
 from server.auth import Principal
 from server.deps import Caller, ServerState, mode_of, namespace, state
 from server.embeds import completion_with_memory, messages_with_memory, route_of
-from server.errors import ApiError, error_body
+from server.errors import ERROR_RESPONSES, ApiError, error_body
 from server.prefix import last_user_turn
 from server.vllm_process import BackendUnavailableError
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 
 # Request fields that belong to this server, not to vLLM.
 HEI_FIELDS = ("hei_mode", "hei_route", "hei_remember", "hei_conversation_id")
