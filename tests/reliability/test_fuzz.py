@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hei_nw_eval.reliability.fuzz import run
 from hei_nw_eval.reliability.fuzz.cli_argv import _call, run_cli
 from hei_nw_eval.reliability.fuzz.engine_api import run_engine_api
 from hei_nw_eval.reliability.fuzz.http_api import API_KEY, run_http, serving
+
 from hei_nw_plugin import memory as memory_module
 from hei_nw_plugin.embed import HashingEmbedder
 from hei_nw_plugin.errors import InputError, InvalidEventError
