@@ -1,4 +1,4 @@
-"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, stats, metrics, bench, demo.
+"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, backup, stats, metrics, bench, demo.
 
 Other parts of the project add subcommands (eval, report, serve, consolidate)
 through ``register(subparsers)`` functions listed in :data:`EXTENSIONS`; a
@@ -104,6 +104,17 @@ def cmd_rotate(args: argparse.Namespace) -> None:
         print(f"re-wrapped {mem.rotate_keys()} data keys under a new key")
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.store import LocalKeyFile, SQLTraceStore
+
+    s = _settings(args)  # the store alone: a copy needs no embedder or index
+    store = SQLTraceStore(s.sqlalchemy_url, LocalKeyFile(s.key_file_path))
+    try:
+        print(f"backup written to {store.backup(args.path)} (keys are not in it: back up the key file apart)")
+    finally:
+        store.close()
+
+
 def cmd_stats(args: argparse.Namespace) -> None:
     with _memory(args) as mem:
         _print(mem.stats(namespace=args.only_namespace))
@@ -198,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rk = sub.add_parser("rotate-keys", help="re-wrap all data keys under a new key")
     rk.set_defaults(func=cmd_rotate)
+
+    bk = sub.add_parser("backup", help="write a consistent copy of the SQLite store to a new file")
+    bk.add_argument("path", help="file to create (must not exist)")
+    bk.set_defaults(func=cmd_backup)
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)

@@ -5,12 +5,17 @@ trace even before the store's own namespace check. The trace store is the
 source of truth: :meth:`USearchIndex.reconcile` adds what the store has and the
 index lacks and removes what the index has and the store lost, which is how a
 missing, corrupt or stale index file is repaired after a crash.
+
+usearch's ``remove`` only marks an entry free: the vector (a key derived from
+the trace's text) would stay in the saved file. The bytes of removed vectors
+are therefore zeroed in every file :meth:`USearchIndex.save` writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -24,6 +29,8 @@ from hei_nw_plugin.config import IndexSettings
 log = logging.getLogger(__name__)
 
 KeyLoader = Callable[[list[int]], np.ndarray]
+
+_NUMPY_DTYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8}
 
 
 class ANNIndex(Protocol):
@@ -49,6 +56,7 @@ class USearchIndex:
         self.path = path
         self._lock = threading.RLock()
         self._dirty = 0
+        self._removed: set[bytes] = set()  # stored bytes of removed vectors whose slots still hold them
         self.loaded_from_disk = False
         self._index = Index(
             ndim=ndim, metric="cos", dtype=settings.dtype, connectivity=settings.connectivity,
@@ -95,9 +103,16 @@ class USearchIndex:
     def remove(self, ids: Iterable[int]) -> None:
         with self._lock:
             for i in ids:
-                self._index.remove(int(i))
+                self._forget(int(i))
                 self._dirty += 1
             self._maybe_save()
+
+    def _forget(self, key: int) -> None:
+        """Remove one entry, remembering its stored bytes so the next save zeroes them."""
+        vec = self._index.get(key, dtype=self._index.dtype)
+        if vec is not None:
+            self._removed.add(np.ascontiguousarray(vec).tobytes())
+        self._index.remove(key)
 
     def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -120,8 +135,41 @@ class USearchIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             self._index.save(str(tmp))
+            self._zero_removed(tmp)
             os.replace(tmp, self.path)
             self._dirty = 0
+
+    def _zero_removed(self, file: Path) -> None:
+        """Zero the bytes of removed vectors in a just-written index file.
+
+        The vectors sit on a tape of fixed-size slots, so one aligned pass finds them.
+        A freed slot keeps its bytes in memory until an add reuses it, so a pattern
+        is zeroed at every save until a save no longer finds it. A removed vector
+        identical to a live one (a keyed update with the same text) is left alone:
+        zeroing would hit the live copy, and it reveals nothing new.
+        """
+        live = set()
+        for pattern in self._removed:
+            keys, sims = self.search(np.frombuffer(pattern, dtype=_NUMPY_DTYPES[str(self.settings.dtype)]).astype(np.float32), 1)
+            if len(keys) and sims[0] > 0.9999:
+                vec = self._index.get(int(keys[0]), dtype=self._index.dtype)
+                if vec is not None and np.ascontiguousarray(vec).tobytes() == pattern:
+                    live.add(pattern)
+        self._removed -= live
+        if not self._removed:
+            return
+        width = len(next(iter(self._removed)))
+        zeros = bytes(width)
+        hit: set[bytes] = set()
+        with file.open("r+b") as fh, mmap.mmap(fh.fileno(), 0) as mm:
+            start = next((at for p in self._removed if (at := mm.find(p)) >= 0), -1)
+            if start >= 0:
+                for off in range(start % width, len(mm) - width + 1, width):
+                    if (window := mm[off:off + width]) in self._removed:
+                        hit.add(window)
+                        mm[off:off + width] = zeros
+                mm.flush()
+        self._removed = hit  # the others' slots were reused: their bytes are gone
 
     def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]:
         """Make the index hold exactly ``store_ids``; returns (added, removed)."""
@@ -131,7 +179,7 @@ class USearchIndex:
             extra = np.setdiff1d(have, store_ids, assume_unique=True)
             missing = np.setdiff1d(store_ids, have, assume_unique=True)
             for i in extra:
-                self._index.remove(int(i))
+                self._forget(int(i))
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 vecs = load_keys([int(i) for i in chunk])

@@ -394,7 +394,8 @@ class HEIMemory:
                     self._feat_cache.move_to_end(s)
                     out[s] = f
         if missing:
-            traces, fmap, _errors = self.store.fetch(ns, missing)
+            # Ranking features only: every trace recall returns is fetched again with the provenance check.
+            traces, fmap, _errors = self.store.fetch(ns, missing, attest=False)
             self._cache_features(fmap, traces)
             out.update(fmap)
         return out
@@ -479,11 +480,17 @@ class HEIMemory:
         return out
 
     def delete(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Delete a trace from store, index and replay queue; its data key is destroyed."""
+        """Delete a trace from store, index and replay queue; its data key is destroyed.
+
+        The namespace's index file is rewritten before this returns (cost: one index
+        save), so the trace's key leaves the disk with it, not at the next save.
+        """
         ns = self._require_ns(namespace)
         with self._write_lock:
             seq = self.store.delete(ns, _tid(trace_id))
-            self._graph(ns).remove([seq])
+            graph = self._graph(ns)
+            graph.remove([seq])
+            graph.save()
             self._forget_features([seq])
         self.telemetry.observe_removed("deleted")
 
@@ -554,6 +561,16 @@ class HEIMemory:
         checked, problems = self.store.verify(namespace=namespace, deep=deep)
         return VerifyReport(ok=not problems, records_checked=checked, live_traces=self.store.count(namespace),
                             problems=[p.__dict__ for p in problems])
+
+    def backup(self, path: str | Path) -> Path:
+        """Write a consistent copy of the SQLite store to ``path`` (a new file) while the memory stays in use.
+
+        The copy holds ciphertexts and wrapped data keys but no key-encryption keys
+        (keep the key provider's backup apart); traces deleted before it are not in
+        it. The index is not copied: it is rebuilt from the store on first use.
+        """
+        self.flush()
+        return self.store.backup(path)
 
     def rotate_keys(self) -> int:
         """Re-wrap every data key under a new key-encryption key; returns how many were re-wrapped."""

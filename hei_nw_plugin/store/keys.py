@@ -27,6 +27,7 @@ class KeyProvider(Protocol):
     """Envelope keys and the provenance signing key."""
 
     def current_kek_id(self) -> str: ...
+    def kek_ids(self) -> list[str]: ...
     def kek(self, kek_id: str) -> bytes: ...
     def new_kek(self) -> str: ...
     def retire_kek(self, kek_id: str) -> None: ...
@@ -88,9 +89,19 @@ class LocalKeyFile:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        # The rename must reach the disk before the store commits rows wrapped with a new KEK.
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def current_kek_id(self) -> str:
         return str(self._data["current"])
+
+    def kek_ids(self) -> list[str]:
+        """Every key-encryption key the file holds (current and not yet retired)."""
+        return list(self._data["keks"])
 
     def kek(self, kek_id: str) -> bytes:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import threading
 import time
@@ -26,12 +27,14 @@ import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hei_nw_plugin.errors import DecryptionError, StoreUnavailableError, TraceNotFoundError
+from hei_nw_plugin.errors import ConfigError, DecryptionError, IntegrityError, StoreUnavailableError, TraceNotFoundError
 from hei_nw_plugin.keyer import unpack_sparse
-from hei_nw_plugin.store import crypto
+from hei_nw_plugin.store import attest, crypto
 from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.store.schema import meta, metadata, provenance, replay_queue, trace_keys, traces
 from hei_nw_plugin.types import SourcePointer, Trace
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 _HEAD = "hei_chain_head"
@@ -72,7 +75,7 @@ class StoredRef:
 
 @dataclass
 class VerifyProblem:
-    kind: str  # bad_signature, bad_hash, broken_chain, missing_row, unexpected_row, tampered_row, head_mismatch, pin_mismatch
+    kind: str  # one of attest.Problem's kinds, or missing_row, head_mismatch
     detail: str
     provenance_seq: int | None = None
     trace_id: str | None = None
@@ -189,6 +192,7 @@ class SQLTraceStore:
                 self._append(conn, row.namespace, "write", row.id, {
                     "content_hash": crypto.sha256_hex(blob, row.key_blob), "source": row.source.model_dump(exclude_none=True),
                     "gate": row.gate, "created_at": repr(row.created_at), "pinned": row.pinned, "ext_key": row.ext_key,
+                    "seq": int(seq), "expires_at": repr(row.expires_at),
                 })
                 refs.append(StoredRef(seq=int(seq), id=row.id, replaced_seq=replaced))
         return refs
@@ -220,14 +224,46 @@ class SQLTraceStore:
         if self.is_sqlite:
             self._checkpoint()
 
+    def backup(self, path: str | Path) -> Path:
+        """Copy a SQLite store to ``path`` (a new file) with SQLite's online backup API; returns the path.
+
+        The copy is one consistent snapshot, taken while writers keep running. It
+        holds ciphertexts and wrapped data keys, never the key-encryption keys: the
+        key provider is needed to read it. A trace deleted before the backup has no
+        data key in it (``secure_delete`` zeroes freed space, and the copy is made
+        from the pages as they are now).
+        """
+        if not self.is_sqlite:
+            raise ConfigError("backup() copies SQLite stores; back up PostgreSQL with pg_dump")
+        dest = Path(path)
+        if dest.exists():
+            raise ConfigError(f"{dest} exists; a backup never overwrites a file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        import sqlite3
+
+        try:
+            with self._lock, self.engine.connect() as conn:
+                src: Any = conn.connection.driver_connection
+                dst = sqlite3.connect(dest)
+                try:
+                    src.backup(dst)
+                finally:
+                    dst.close()
+        except (SQLAlchemyError, sqlite3.Error) as err:
+            dest.unlink(missing_ok=True)
+            raise StoreUnavailableError(f"backup to {dest} failed: {err}") from err
+        return dest
+
     def _checkpoint(self) -> None:
         """Fold the WAL into the database so shredded keys leave no copy in the log file."""
         try:
             with self.engine.connect() as conn:
                 raw: Any = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
-                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except SQLAlchemyError:
-            pass  # busy readers: the next checkpoint catches up
+            busy = 1
+        if busy:  # a reader in another process holds an old snapshot: the next checkpoint catches up
+            log.warning("WAL checkpoint blocked by a reader; deleted data keys stay in %s-wal until the next one", self.url)
 
     def set_pinned(self, namespace: str, trace_id: str, pinned: bool) -> int:
         with self._tx() as conn:
@@ -262,8 +298,12 @@ class SQLTraceStore:
                     recall_count=traces.c.recall_count + n, last_recalled_at=at))
 
     def rotate(self) -> tuple[str, int]:
-        """New current KEK, every DEK re-wrapped in one transaction, old KEKs retired; returns (kek_id, rewrapped)."""
-        old_ids = set()
+        """New current KEK, every DEK re-wrapped in one transaction, old KEKs retired; returns (kek_id, rewrapped).
+
+        Every KEK that wraps no data key after the commit is retired, not only the ones this
+        rotation re-wrapped from: a rotation killed between its commit and its retirements
+        would otherwise leave the old KEK in the key provider for good.
+        """
         new_id = self.keys.new_kek()
         new_kek = self.keys.kek(new_id)
         n = 0
@@ -277,10 +317,11 @@ class SQLTraceStore:
                 dek = crypto.unwrap(r.wrapped_dek, aad, self.keys.kek(r.kek_id))
                 conn.execute(update(trace_keys).where(trace_keys.c.trace_seq == r.trace_seq).values(
                     kek_id=new_id, wrapped_dek=crypto.wrap(dek, aad, new_kek)))
-                old_ids.add(r.kek_id)
                 n += 1
             self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n})
-        for kid in old_ids - {new_id}:
+        with self._read() as conn:
+            used = set(conn.execute(select(trace_keys.c.kek_id).distinct()).scalars().all())
+        for kid in set(self.keys.kek_ids()) - used - {new_id}:
             self.keys.retire_kek(kid)
         return new_id, n
 
@@ -321,8 +362,14 @@ class SQLTraceStore:
             rows = dict(conn.execute(select(traces.c.seq, traces.c.key_blob).where(traces.c.seq.in_(seqs))).all())
         return np.stack([unpack_sparse(rows[s]) for s in seqs]) if seqs else np.zeros((0, 0), np.float32)
 
-    def fetch(self, namespace: str, seqs: Sequence[int]) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:
-        """Decrypt traces of ``namespace`` by seq; returns (traces, dense features, errors). Tampered rows are skipped."""
+    def fetch(self, namespace: str, seqs: Sequence[int], *, attest: bool = True,
+              ) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:
+        """Decrypt traces of ``namespace`` by seq; returns (traces, dense features, errors).
+
+        Rows that fail decryption, or (with ``attest``) do not match their signed
+        provenance, are skipped and named in ``errors``. ``attest=False`` is for
+        ranking features only, never for traces handed to a caller.
+        """
         if not seqs:
             return {}, {}, []
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
@@ -330,17 +377,57 @@ class SQLTraceStore:
         ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace, _alive())
         with self._read() as conn:
             rows = conn.execute(q).all()
+            refused = self._attest(conn, rows) if attest else {}
         out: dict[int, Trace] = {}
         keys: dict[int, np.ndarray] = {}
-        errors: list[str] = []
+        errors = [f"{tid}: {why}" for tid, why in refused.items()]
         for r in rows:
+            if r.id in refused:
+                continue
             try:
                 trace, feats = self._decode_with_features(r)
                 out[int(r.seq)] = trace
                 keys[int(r.seq)] = feats if feats is not None else unpack_sparse(r.key_blob)
             except DecryptionError as err:
                 errors.append(f"{r.id}: {err}")
+        if errors:
+            log.warning("skipped %d trace(s) that fail integrity checks (run verify()): %s", len(errors), "; ".join(errors[:5]))
         return out, keys, errors
+
+    def _attest(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
+        """Trace id -> why its row or one of its provenance records fails (see :mod:`.attest`); matching rows are absent."""
+        if not rows:
+            return {}
+        recs = conn.execute(select(provenance).where(provenance.c.trace_id.in_([r.id for r in rows]))
+                            .order_by(provenance.c.seq)).all()
+        prevs = self._predecessors(conn, [int(p.seq) for p in recs])
+        refused: dict[str, str] = {}
+        histories: dict[str, attest.TraceHistory] = {}
+        for p in recs:
+            record, problems = attest.record_problems(p, self.keys, prevs[int(p.seq)])
+            if problems:
+                refused.setdefault(p.trace_id, f"provenance record {p.seq}: {problems[0][1]}")
+            elif record is not None:
+                histories.setdefault(p.trace_id, attest.TraceHistory()).apply(record, int(p.seq))
+        for r in rows:
+            if r.id not in refused and (problems := attest.row_problems(r, histories.get(r.id))):
+                refused[r.id] = problems[0][1]
+        return refused
+
+    @staticmethod
+    def _predecessors(conn: Connection, seqs: Sequence[int]) -> dict[int, str]:
+        """seq -> hash of the provenance record just before it (the genesis hash for the first record)."""
+        found = dict(conn.execute(select(provenance.c.seq, provenance.c.record_hash).where(
+            provenance.c.seq.in_({s - 1 for s in seqs}))).all())
+        out: dict[int, str] = {}
+        for s in seqs:
+            if s - 1 in found:
+                out[s] = found[s - 1]
+            else:  # a gap: a rolled-back sequence value on PostgreSQL, or a deleted record
+                prev = conn.execute(select(provenance.c.record_hash).where(provenance.c.seq < s)
+                                    .order_by(provenance.c.seq.desc()).limit(1)).scalar()
+                out[s] = prev if prev is not None else GENESIS
+        return out
 
     def _decode(self, r: Any) -> Trace:
         return self._decode_with_features(r)[0]
@@ -365,7 +452,13 @@ class SQLTraceStore:
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond, _alive())
         with self._read() as conn:
             r = conn.execute(q).first()
-        return None if r is None else self._decode(r)
+            if r is None:
+                return None
+            trace = self._decode(r)  # first: a wrong key file is a DecryptionError, not a provenance problem
+            refused = self._attest(conn, [r])
+        if r.id in refused:
+            raise IntegrityError(f"trace {r.id!r} does not match its signed provenance ({refused[r.id]}); run verify()")
+        return trace
 
     def get(self, namespace: str, trace_id: str) -> Trace:
         t = self._one(namespace, traces.c.id == trace_id)
@@ -394,12 +487,16 @@ class SQLTraceStore:
         ).where(traces.c.namespace == namespace, _alive()).order_by(traces.c.seq).limit(limit).offset(offset)
         with self._read() as conn:
             rows = conn.execute(q).all()
+            refused = self._attest(conn, rows)
         out = []
         for r in rows:
             try:
-                out.append(self._decode(r))
+                if r.id not in refused:
+                    out.append(self._decode(r))
             except DecryptionError:
                 continue
+        if refused:
+            log.warning("list skipped %d trace(s) that fail integrity checks (run verify())", len(refused))
         return out
 
     def expired(self, namespace: str, now: float) -> list[tuple[int, str]]:
@@ -431,47 +528,26 @@ class SQLTraceStore:
 
     # ------------------------------------------------------------------- verify
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> tuple[int, list[VerifyProblem]]:
-        """Walk the provenance chain and the live rows; returns (records checked, problems)."""
+        """Walk the provenance chain and the live rows; returns (records checked, problems).
+
+        Each problem names the provenance record (seq) or trace it is about; the
+        checks themselves are :mod:`hei_nw_plugin.store.attest`'s. ``deep`` also
+        decrypts every live row.
+        """
         problems: list[VerifyProblem] = []
         with self._read() as conn:
-            log = conn.execute(select(provenance).order_by(provenance.c.seq)).all()
+            records = conn.execute(select(provenance).order_by(provenance.c.seq)).all()
             head = conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).scalar()
             live = conn.execute(select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
                 trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True)).all()
         prev = GENESIS
-        last_write: dict[str, dict[str, Any]] = {}
-        deleted: set[str] = set()
-        pin_state: dict[str, bool] = {}
-        for p in log:
-            try:
-                record = json.loads(p.record)
-            except ValueError:
-                problems.append(VerifyProblem("bad_record", "record is not JSON", p.seq, p.trace_id))
-                prev = p.record_hash
-                continue
-            if crypto.sha256_hex(p.record.encode("ascii", "replace")) != p.record_hash:
-                problems.append(VerifyProblem("bad_hash", "record does not match its hash", p.seq, p.trace_id))
-            if p.prev_hash != prev or record.get("prev") != prev:
-                problems.append(VerifyProblem("broken_chain", "link to the previous record is wrong (row deleted, inserted or reordered)", p.seq, p.trace_id))
-            pub = self.keys.public_key(p.signer_id)
-            try:
-                if pub is None:
-                    raise ValueError("unknown signer")
-                pub.verify(p.signature, bytes.fromhex(p.record_hash))
-            except Exception:
-                problems.append(VerifyProblem("bad_signature", "signature does not verify", p.seq, p.trace_id))
-            if record.get("event") != p.event or record.get("trace_id") != p.trace_id or record.get("ns") != p.namespace:
-                problems.append(VerifyProblem("bad_record", "indexed columns disagree with the signed record", p.seq, p.trace_id))
-            tid = record.get("trace_id")
-            ev = record.get("event")
-            if tid and ev == "write":
-                last_write[tid] = record
-                deleted.discard(tid)
-                pin_state[tid] = bool(record.get("pinned"))
-            elif tid and ev == "delete":
-                deleted.add(tid)
-            elif tid and ev in ("pin", "unpin"):
-                pin_state[tid] = ev == "pin"
+        histories: dict[str, attest.TraceHistory] = {}
+        for p in records:
+            record, found = attest.record_problems(p, self.keys, prev)
+            problems += [VerifyProblem(kind, detail, p.seq, p.trace_id) for kind, detail in found]
+            tid = record.get("trace_id") if record is not None else None
+            if tid:
+                histories.setdefault(tid, attest.TraceHistory()).apply(record, int(p.seq))  # type: ignore[arg-type]
             prev = p.record_hash
         if head != prev:
             problems.append(VerifyProblem("head_mismatch", "chain head does not match the last record (log truncated?)"))
@@ -480,27 +556,19 @@ class SQLTraceStore:
             if namespace is not None and r.namespace != namespace:
                 continue
             live_ids.add(r.id)
-            rec = last_write.get(r.id)
-            if rec is None or r.id in deleted:
-                problems.append(VerifyProblem("unexpected_row", "trace row has no write record", trace_id=r.id))
-                continue
-            if rec.get("ns") != r.namespace or crypto.sha256_hex(r.payload, r.key_blob) != rec.get("content_hash") \
-                    or rec.get("created_at") != repr(r.created_at) or rec.get("ext_key") != r.ext_key:
-                problems.append(VerifyProblem("tampered_row", "row content differs from its signed write record", trace_id=r.id))
-                continue
-            if bool(r.pinned) != pin_state.get(r.id, False):
-                problems.append(VerifyProblem("pin_mismatch", "pinned flag differs from the signed pin history", trace_id=r.id))
-            if deep:
+            found = attest.row_problems(r, histories.get(r.id))
+            problems += [VerifyProblem(kind, detail, trace_id=r.id) for kind, detail in found]
+            if deep and not found:
                 try:
                     self._decode(r)
                 except DecryptionError as err:
                     problems.append(VerifyProblem("tampered_row", str(err), trace_id=r.id))
-        for tid, rec in last_write.items():
-            if namespace is not None and rec.get("ns") != namespace:
+        for tid, h in histories.items():
+            if h.write is None or (namespace is not None and h.write.get("ns") != namespace):
                 continue
-            if tid not in deleted and tid not in live_ids:
-                problems.append(VerifyProblem("missing_row", "trace was written, never deleted, and is gone", trace_id=tid))
-        return len(log), problems
+            if not h.deleted and tid not in live_ids:
+                problems.append(VerifyProblem("missing_row", "trace was written, never deleted, and is gone", h.write_seq, tid))
+        return len(records), problems
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -1,0 +1,106 @@
+"""Does a trace row match its signed provenance? One definition for ``verify()`` and for every read.
+
+``verify()`` walks the whole log once; reads (recall, get, list, replay) check only
+the records of the traces they return, each with its link to the record before it,
+so a row or record that ``verify()`` would name is never handed out.
+
+A record is checked for JSON, hash, Ed25519 signature, indexed columns and link.
+A live row is checked against the history of its write/pin/unpin/expiry/delete
+records: content hash (ciphertext + key), namespace, created_at, ext_key, seq
+(position), gate score, pinned flag and expiry. Recall counts are not signed on
+purpose: they change on every recall and only steer eviction order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hei_nw_plugin.store import crypto
+from hei_nw_plugin.store.keys import KeyProvider
+
+Problem = tuple[str, str]
+"""(kind, detail): kind is one of bad_record, bad_hash, broken_chain, bad_signature, unexpected_row,
+tampered_row, reordered_row, pin_mismatch, expiry_mismatch."""
+
+GATE_SCORE_TOLERANCE = 1e-6
+"""The write record keeps the gate score rounded to 6 decimals; the row keeps it unrounded."""
+
+
+@dataclass
+class TraceHistory:
+    """What the signed records say a trace must look like now."""
+
+    write: dict[str, Any] | None = None
+    write_seq: int | None = None
+    deleted: bool = False
+    pinned: bool = False
+    expires_at: str | None = None  # repr() of the signed expiry
+    expiry_signed: bool = False  # write records older than the expiry field leave it unchecked
+
+    def apply(self, record: dict[str, Any], seq: int) -> None:
+        """Fold one record (already checked) into the history."""
+        event = record.get("event")
+        if event == "write":
+            self.write, self.write_seq, self.deleted = record, seq, False
+            self.pinned = bool(record.get("pinned"))
+            self.expiry_signed = "expires_at" in record
+            self.expires_at = record.get("expires_at")
+        elif event == "delete":
+            self.deleted = True
+        elif event in ("pin", "unpin"):
+            self.pinned = event == "pin"
+        elif event == "expiry":
+            self.expires_at, self.expiry_signed = record.get("expires_at"), True
+
+
+def record_problems(p: Any, keys: KeyProvider, prev: str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Check one provenance row; returns (its parsed record or None, problems).
+
+    ``prev`` is the hash of the record before it (the genesis hash for the first); None skips the link check.
+    """
+    try:
+        record = json.loads(p.record)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")  # noqa: TRY004 - caught right below, like a JSON error
+    except ValueError:
+        return None, [("bad_record", "record is not a JSON object")]
+    problems: list[Problem] = []
+    if crypto.sha256_hex(p.record.encode("ascii", "replace")) != p.record_hash:
+        problems.append(("bad_hash", "record does not match its hash"))
+    if prev is not None and (p.prev_hash != prev or record.get("prev") != prev):
+        problems.append(("broken_chain", "link to the previous record is wrong (row deleted, inserted or reordered)"))
+    elif p.prev_hash != record.get("prev"):
+        problems.append(("broken_chain", "link column disagrees with the signed record"))
+    pub = keys.public_key(p.signer_id)
+    try:
+        if pub is None:
+            raise ValueError("unknown signer")
+        pub.verify(p.signature, bytes.fromhex(p.record_hash))
+    except Exception:  # noqa: BLE001 - InvalidSignature, a malformed hash or key: all mean the same here
+        problems.append(("bad_signature", "signature does not verify"))
+    if record.get("event") != p.event or record.get("trace_id") != p.trace_id or record.get("ns") != p.namespace:
+        problems.append(("bad_record", "indexed columns disagree with the signed record"))
+    return record, problems
+
+
+def row_problems(r: Any, history: TraceHistory | None) -> list[Problem]:
+    """Check one live trace row against its history; an empty list means it matches."""
+    if history is None or history.write is None or history.deleted:
+        return [("unexpected_row", "trace row has no write record")]
+    rec = history.write
+    if rec.get("ns") != r.namespace or crypto.sha256_hex(r.payload, r.key_blob) != rec.get("content_hash") \
+            or rec.get("created_at") != repr(r.created_at) or rec.get("ext_key") != r.ext_key:
+        return [("tampered_row", "row content differs from its signed write record")]
+    problems: list[Problem] = []
+    if "seq" in rec and rec["seq"] != int(r.seq):
+        problems.append(("reordered_row", f"row sits at seq {r.seq}; its write record put it at {rec['seq']}"))
+    score = (rec.get("gate") or {}).get("score")
+    if isinstance(score, (int, float)) and abs(float(r.gate_score) - score) > GATE_SCORE_TOLERANCE:
+        problems.append(("tampered_row", "gate score differs from the signed write record"))
+    if bool(r.pinned) != history.pinned:
+        problems.append(("pin_mismatch", "pinned flag differs from the signed pin history"))
+    if history.expiry_signed and repr(r.expires_at) != history.expires_at:
+        problems.append(("expiry_mismatch", "expiry differs from the signed expiry history"))
+    return problems
