@@ -95,8 +95,22 @@ def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title
 # ---------------------------------------------------------------------------
 
 
+def mode_label(r: RunRecord) -> str:
+    """The mode plus what distinguishes runs of one mode: route, no reader, no Hopfield ('B1 (noreader)')."""
+    cfg = r.config or {}
+    parts = []
+    route = (cfg.get("options") or {}).get("route")
+    if r.mode in ("B1", "B2", "oracle") and route and route != "prefix":
+        parts.append(route)
+    if r.mode in ("B1", "B2", "retrieval-only") and (cfg.get("engine") or {}).get("hopfield") is False:
+        parts.append("nohopfield")
+    if r.mode in ("B1", "B2", "oracle") and cfg.get("memory_reader") is False:
+        parts.append("noreader")
+    return f"{r.mode} ({', '.join(parts)})" if parts else r.mode
+
+
 def _label(r: RunRecord) -> str:
-    return f"{r.condition} / {r.mode}" if r.condition else r.mode
+    return f"{r.condition} / {mode_label(r)}" if r.condition else mode_label(r)
 
 
 def _fmt(v: float | None, unit: str | None = None) -> str:
@@ -134,7 +148,7 @@ def _metric_tables(runs: list[RunRecord]) -> dict[str, tuple[list[str], list[lis
             continue
         rows = []
         for r in runs:
-            cells = [r.condition or "", r.mode, r.model_id or "", str(r.n_items)]
+            cells = [r.condition or "", mode_label(r), r.model_id or "", str(r.n_items)]
             cells += [format_metric(r.metrics[n]) if n in r.metrics else "" for n in names]
             rows.append(cells)
         tables[kind] = (["condition", "mode", "model", "items", *names], rows)
@@ -146,7 +160,7 @@ def _comparison_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]
     rows = []
     for r in runs:
         for c in r.comparisons:
-            rows.append([r.condition or "", c.metric, f"{c.mode} − {c.baseline}",
+            rows.append([r.condition or "", c.metric, f"{mode_label(r) if c.mode == r.mode else c.mode} − {c.baseline}",
                          format_metric(c.diff), "yes" if c.excludes_zero else "no"])
     return header, rows
 

@@ -91,3 +91,12 @@ def test_store_size_conditions_give_an_interference_figure(tmp_path: Path) -> No
     names = [f.name for f in files.figures]
     assert "retrieval-d-text-only-p-1-vs-store-size.png" in names
     assert "P@1 vs store size" in files.html.read_text()
+
+
+def test_runs_of_one_mode_are_told_apart_by_route_and_reader() -> None:
+    from hei_nw_eval.report import mode_label
+
+    plain = RunRecord(run_id="a", task="t", mode="B1", n_items=1, config={"memory_reader": True, "options": {"route": "prefix"}})
+    bare = RunRecord(run_id="b", task="t", mode="B1", n_items=1, config={"memory_reader": False, "options": {"route": "adapter"}})
+    assert mode_label(plain) == "B1"
+    assert mode_label(bare) == "B1 (adapter, noreader)"
