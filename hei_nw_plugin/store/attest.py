@@ -14,6 +14,8 @@ purpose: they change on every recall and only steer eviction order.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +57,40 @@ class TraceHistory:
             self.expires_at, self.expiry_signed = record.get("expires_at"), True
 
 
-def record_problems(p: Any, keys: KeyProvider, prev: str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+class SignatureCache:
+    """Signatures already verified, so a trace recalled again costs a lookup, not an Ed25519 check.
+
+    Keyed by (signer, record hash, signature): the same triple verifies the same way wherever it
+    appears, and the record text is still hashed and compared every time.
+    """
+
+    def __init__(self, size: int = 16384) -> None:
+        self.size = size
+        self._ok: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verified(self, keys: KeyProvider, signer_id: str, record_hash: str, signature: bytes) -> bool:
+        key = (signer_id, record_hash, bytes(signature))
+        with self._lock:
+            if key in self._ok:
+                self._ok.move_to_end(key)
+                return True
+        pub = keys.public_key(signer_id)
+        try:
+            if pub is None:
+                return False
+            pub.verify(signature, bytes.fromhex(record_hash))
+        except Exception:  # noqa: BLE001 - InvalidSignature, a malformed hash or key: all mean the same here
+            return False
+        with self._lock:
+            self._ok[key] = None
+            if len(self._ok) > self.size:
+                self._ok.popitem(last=False)
+        return True
+
+
+def record_problems(p: Any, keys: KeyProvider, prev: str | None, signatures: SignatureCache | None = None,
+                    ) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Check one provenance row; returns (its parsed record or None, problems).
 
     ``prev`` is the hash of the record before it (the genesis hash for the first); None skips the link check.
@@ -73,12 +108,7 @@ def record_problems(p: Any, keys: KeyProvider, prev: str | None) -> tuple[dict[s
         problems.append(("broken_chain", "link to the previous record is wrong (row deleted, inserted or reordered)"))
     elif p.prev_hash != record.get("prev"):
         problems.append(("broken_chain", "link column disagrees with the signed record"))
-    pub = keys.public_key(p.signer_id)
-    try:
-        if pub is None:
-            raise ValueError("unknown signer")
-        pub.verify(p.signature, bytes.fromhex(p.record_hash))
-    except Exception:  # noqa: BLE001 - InvalidSignature, a malformed hash or key: all mean the same here
+    if not (signatures or SignatureCache(0)).verified(keys, p.signer_id, p.record_hash, p.signature):
         problems.append(("bad_signature", "signature does not verify"))
     if record.get("event") != p.event or record.get("trace_id") != p.trace_id or record.get("ns") != p.namespace:
         problems.append(("bad_record", "indexed columns disagree with the signed record"))

@@ -37,6 +37,8 @@ from hei_nw_plugin.types import SourcePointer, Trace
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+_ATTEST_CHUNK = 4096
+"""Rows per provenance lookup when reads check rows against their records."""
 _HEAD = "hei_chain_head"
 """Connection.info key: the provenance chain head moved inside the current transaction."""
 
@@ -101,6 +103,7 @@ class SQLTraceStore:
         self.keys = keys
         self.is_sqlite = url.startswith("sqlite")
         self._lock = threading.RLock()
+        self._signatures = attest.SignatureCache()
         try:
             if self.is_sqlite:
                 path = url.split("///", 1)[-1]
@@ -133,7 +136,10 @@ class SQLTraceStore:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
-            with self.engine.connect().execution_options(hei_read=True) as conn:
+            # One snapshot per read, so a row and its provenance records are seen at the same moment
+            # (SQLite: the deferred BEGIN; PostgreSQL: repeatable read instead of read committed).
+            opts: dict[str, Any] = {"hei_read": True} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
+            with self.engine.connect().execution_options(**opts) as conn:
                 yield conn
         except OperationalError as err:
             raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
@@ -396,15 +402,19 @@ class SQLTraceStore:
 
     def _attest(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
         """Trace id -> why its row or one of its provenance records fails (see :mod:`.attest`); matching rows are absent."""
-        if not rows:
-            return {}
+        refused: dict[str, str] = {}
+        for start in range(0, len(rows), _ATTEST_CHUNK):  # bounded IN lists (SQLite allows 32766 parameters)
+            refused |= self._attest_chunk(conn, rows[start:start + _ATTEST_CHUNK])
+        return refused
+
+    def _attest_chunk(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
         recs = conn.execute(select(provenance).where(provenance.c.trace_id.in_([r.id for r in rows]))
                             .order_by(provenance.c.seq)).all()
         prevs = self._predecessors(conn, [int(p.seq) for p in recs])
         refused: dict[str, str] = {}
         histories: dict[str, attest.TraceHistory] = {}
         for p in recs:
-            record, problems = attest.record_problems(p, self.keys, prevs[int(p.seq)])
+            record, problems = attest.record_problems(p, self.keys, prevs[int(p.seq)], self._signatures)
             if problems:
                 refused.setdefault(p.trace_id, f"provenance record {p.seq}: {problems[0][1]}")
             elif record is not None:
@@ -417,8 +427,11 @@ class SQLTraceStore:
     @staticmethod
     def _predecessors(conn: Connection, seqs: Sequence[int]) -> dict[int, str]:
         """seq -> hash of the provenance record just before it (the genesis hash for the first record)."""
-        found = dict(conn.execute(select(provenance.c.seq, provenance.c.record_hash).where(
-            provenance.c.seq.in_({s - 1 for s in seqs}))).all())
+        want = sorted({s - 1 for s in seqs})
+        found: dict[int, str] = {}
+        for start in range(0, len(want), _ATTEST_CHUNK):
+            found.update(conn.execute(select(provenance.c.seq, provenance.c.record_hash).where(
+                provenance.c.seq.in_(want[start:start + _ATTEST_CHUNK]))).all())
         out: dict[int, str] = {}
         for s in seqs:
             if s - 1 in found:
