@@ -183,7 +183,11 @@ class USearchIndex:
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 vecs = load_keys([int(i) for i in chunk])
-                self._index.add(chunk, vecs, threads=1)
+                good = np.isfinite(vecs).all(axis=1) & (np.abs(vecs).sum(axis=1) > 0) if vecs.shape[1:] == (self.ndim,) \
+                    else np.zeros(len(chunk), dtype=bool)
+                if not good.all():  # a tampered key: unsearchable, and verify() names its trace
+                    log.warning("%d stored key(s) are malformed and stay out of the index; run verify()", int((~good).sum()))
+                self._index.add(chunk[good], np.ascontiguousarray(vecs[good], dtype=np.float32), threads=1)
             changed = len(extra) + len(missing)
             if changed:
                 self._dirty += changed

@@ -130,12 +130,22 @@ def pack_sparse(key: np.ndarray) -> bytes:
 
 
 def unpack_sparse(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`pack_sparse` (values come back as float32)."""
-    dim, nnz = np.frombuffer(blob[:8], dtype=np.uint32)
+    """Inverse of :func:`pack_sparse` (values come back as float32).
+
+    Raises ValueError for a blob that is not a well-formed key (a tampered row),
+    rather than allocating whatever its header claims or indexing out of range.
+    """
+    if len(blob) < 8:
+        raise ValueError("sparse key shorter than its header")
+    dim, nnz = (int(x) for x in np.frombuffer(blob[:8], dtype=np.uint32))
     itype = np.uint16 if dim <= 65536 else np.uint32
     isz = np.dtype(itype).itemsize
+    if not 0 < dim <= 1 << 20 or nnz > dim or len(blob) != 8 + nnz * (isz + 2):
+        raise ValueError(f"malformed sparse key (dim {dim}, {nnz} entries, {len(blob)} bytes)")
     idx = np.frombuffer(blob[8 : 8 + nnz * isz], dtype=itype)
     vals = np.frombuffer(blob[8 + nnz * isz : 8 + nnz * isz + nnz * 2], dtype=np.float16)
-    out = np.zeros(int(dim), dtype=np.float32)
+    if nnz and int(idx.max()) >= dim:
+        raise ValueError("malformed sparse key (index out of range)")
+    out = np.zeros(dim, dtype=np.float32)
     out[idx.astype(np.int64)] = vals.astype(np.float32)
     return out

@@ -366,7 +366,15 @@ class SQLTraceStore:
         """Dense keys for ``seqs`` in the given order."""
         with self._read() as conn:
             rows = dict(conn.execute(select(traces.c.seq, traces.c.key_blob).where(traces.c.seq.in_(seqs))).all())
-        return np.stack([unpack_sparse(rows[s]) for s in seqs]) if seqs else np.zeros((0, 0), np.float32)
+        vecs: list[np.ndarray | None] = []
+        for s in seqs:
+            try:
+                vecs.append(unpack_sparse(rows[s]))
+            except ValueError:  # a tampered key: the index leaves zero rows out (verify() names the trace)
+                vecs.append(None)
+        width = next((v.shape[0] for v in vecs if v is not None), 0)
+        return np.stack([v if v is not None and v.shape[0] == width else np.zeros(width, np.float32) for v in vecs]) \
+            if seqs else np.zeros((0, 0), np.float32)
 
     def fetch(self, namespace: str, seqs: Sequence[int], *, attest: bool = True,
               ) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -45,4 +46,19 @@ def test_reordered_rows_and_an_edited_expiry_are_named(tmp_path: Path) -> None:
             c.execute(f"update {table} set {col} = ? where {col} = -1", (sb,))
     assert {p["trace_id"] for p in mem.verify().problems if p["kind"] == "reordered_row"} == {a, b}
     assert mem.recall("Bram sold the tin whistle at the market", 5, namespace="n").traces == []
+    mem.close()
+
+
+def test_a_malformed_key_is_named_and_the_namespace_still_opens(tmp_path: Path) -> None:
+    mem = HEIMemory.open(tmp_path, embedder=HashingEmbedder(dim=128))
+    a = mem.write({"text": "Ada left the oak lantern in the attic", "force": True}, namespace="n").trace_id
+    b = mem.write({"text": "Bram sold the tin whistle at the market", "force": True}, namespace="n").trace_id
+    mem.close()
+    with sqlite3.connect(tmp_path / "traces.db") as c:
+        (blob,) = c.execute("select key_blob from hei_traces where id = ?", (a,)).fetchone()
+        c.execute("update hei_traces set key_blob = ? where id = ?", (b"\xff\xff\xff\x7f" + blob[4:], a))  # dim 2^31-1
+    shutil.rmtree(tmp_path / "index")  # the index is rebuilt from the store's keys
+    mem = HEIMemory.open(tmp_path, embedder=HashingEmbedder(dim=128))
+    assert ("tampered_row", a) in {(p["kind"], p["trace_id"]) for p in mem.verify().problems}
+    assert [t.trace.id for t in mem.recall("Bram sold the tin whistle at the market", 5, namespace="n").traces] == [b]
     mem.close()
