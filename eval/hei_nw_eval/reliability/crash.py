@@ -82,11 +82,12 @@ class WriteTrial:
     index_mismatch: int = 0  # entries differing between index and store after reopening (must be 0)
     recall_checked: int = 0
     recall_missed: int = 0
+    child_error: str | None = None  # the child raised instead of being killed (a defect, in it or the engine)
     details: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return bool(self.lost or self.resurrected or self.unexpected or self.wrong_text or self.wrong_pin
+        return bool(self.child_error or self.lost or self.resurrected or self.unexpected or self.wrong_text or self.wrong_pin
                     or self.verify_problems or self.integrity != "ok" or self.index_mismatch or self.recall_missed)
 
 
@@ -104,10 +105,11 @@ class RotationTrial:
     stale_keks_after_next_rotation: int  # must be 0
     verify_problems_after_next_rotation: int
     key_file_readable: bool = True
+    child_error: str | None = None
 
     @property
     def failed(self) -> bool:
-        return (not self.key_file_readable or self.decrypted != self.traces or self.verify_problems > 0
+        return (bool(self.child_error) or not self.key_file_readable or self.decrypted != self.traces or self.verify_problems > 0
                 or self.missing_keks > 0 or self.stale_keks_after_next_rotation > 0
                 or self.verify_problems_after_next_rotation > 0)
 
@@ -142,6 +144,7 @@ def _writer(data: Path, emb: Embedder, seed: int, view: Expected) -> Callable[[i
         rng = random.Random(seed)
         mem = open_memory(data, emb, save_every=SAVE_EVERY)
         live = {k: v[0] for k, v in view.live.items()}
+        keyed = {(v[0], v[3]): k for k, v in view.live.items() if v[3] is not None}  # a keyed write replaces these
         n = 0
         while True:
             n += 1
@@ -165,9 +168,13 @@ def _writer(data: Path, emb: Embedder, seed: int, view: Expected) -> Callable[[i
                 ack(fd, {"begin": "update", "ns": ns, "n": 1, "key": key})
                 tid = mem.write({"text": text, "force": True, "key": key}, namespace=ns).trace_id
                 ack(fd, {"op": "update", "ns": ns, "ids": [tid], "texts": [text], "key": key})
+                if (old := keyed.pop((ns, key), None)) is not None:
+                    live.pop(old, None)
                 live[tid] = ns  # type: ignore[index]
+                keyed[(ns, key)] = tid  # type: ignore[assignment]
             elif r < 0.9:
                 tid = rng.choice(sorted(live))
+                keyed = {k: v for k, v in keyed.items() if v != tid}
                 ack(fd, {"begin": "delete", "id": tid})
                 mem.delete(tid, namespace=live.pop(tid))
                 ack(fd, {"op": "delete", "id": tid})
@@ -300,9 +307,12 @@ def _write_trials(root: Path, emb: Embedder, *, trials: int, per_store: int, max
         after = rng.randint(0, max_ops)
         pid = fork_child(_writer(data, emb, seed * 100_003 + i, exp), ack_file)
         delay, _ = kill_at_random_moment(pid, ack_file, rng, after_ops=after)
-        acks, begun = read_acks(ack_file)
+        acks, begun, error = read_acks(ack_file)
         trial = WriteTrial(trial=i, store=i // per_store, kill_after_ops=after, delay_s=round(delay, 3), acked_ops=len(acks),
                            in_flight=begun["begin"] if begun else None, live_after=0)
+        if error:
+            trial.child_error = error
+            trial.details.append(f"the child failed on its own: {error}")
         _check_writes(data, emb, exp, acks, begun, trial, rng)
         ack_file.unlink()
         out.append(trial)
@@ -358,7 +368,7 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
         ack_file = root / f"ack-r{i}.jsonl"
         pid = fork_child(_rotator(data, emb), ack_file)
         delay, _ = kill_at_random_moment(pid, ack_file, rng, after_ops=rng.randint(0, 2))
-        acks, begun = read_acks(ack_file)
+        acks, begun, error = read_acks(ack_file)
         ack_file.unlink()
         readable = True
         try:
@@ -368,7 +378,7 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
         trial = RotationTrial(trial=i, delay_s=round(delay, 3), rotations_acked=len(acks), in_flight=begun is not None,
                               traces=traces, decrypted=0, verify_problems=0, missing_keks=len(used - held),
                               stale_keks_after_kill=0, stale_keks_after_next_rotation=0,
-                              verify_problems_after_next_rotation=0, key_file_readable=readable)
+                              verify_problems_after_next_rotation=0, key_file_readable=readable, child_error=error)
         if readable:
             _, _, current = _kek_state(data)
             trial.stale_keks_after_kill = len(held - used - {current})

@@ -40,7 +40,8 @@ class ConsolidationTrial:
 
     @property
     def failed(self) -> bool:
-        return not (self.served_ok and self.loadable and self.hash_ok) or self.verify_problems > 0
+        return not (self.served_ok and self.loadable and self.hash_ok) or self.verify_problems > 0 \
+            or "failed on its own" in self.detail
 
 
 
@@ -119,9 +120,10 @@ def run_consolidation_trials(root: Path, emb: Embedder, *, trials: int, steps: i
         pid = fork_child(body, ack_file)
         wait_for_acks(pid, ack_file, 1)  # the store is open: the kill lands inside the consolidation
         _, killed = kill_after(pid, delay)
-        acks, _ = read_acks(ack_file)
+        acks, _, error = read_acks(ack_file)
         ack_file.unlink()
         active, loadable, hash_ok, detail = _served(out_dir, model)
+        detail = f"the child failed on its own: {error}; {detail}" if error else detail
         completed = {a["version"] for a in acks if a.get("status") == "accepted"}  # "opened" has no status
         state = json.loads((out_dir / "state.json").read_text())
         finished_versions = {v["version"] for v in state["versions"] if v["status"] == "accepted"}

@@ -116,10 +116,11 @@ def _kill(pid: int, t0: float) -> tuple[float, bool]:
     return time.monotonic() - t0, True
 
 
-def read_acks(ack_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(acknowledged operations, the begun-but-unacknowledged one or None)."""
+def read_acks(ack_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
+    """(acknowledged operations, the begun-but-unacknowledged one or None, the child's own error or None)."""
     acks: list[dict[str, Any]] = []
     begun: dict[str, Any] | None = None
+    error: str | None = None
     for line in ack_file.read_text().splitlines() if ack_file.exists() else []:
         try:
             obj = json.loads(line)
@@ -128,8 +129,8 @@ def read_acks(ack_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | No
         if "begin" in obj:
             begun = obj
         elif "error" in obj:
-            raise RuntimeError(f"the child process failed on its own: {obj['error']}")
+            error = str(obj["error"])
         else:
             acks.append(obj)
             begun = None
-    return acks, begun
+    return acks, begun, error
