@@ -222,7 +222,8 @@ def t_provenance_column(c: sqlite3.Connection, rng: random.Random) -> Tamper:
     seq, tid = rng.choice([r for r in _records(c) if r[1]])
     column = rng.choice(["event", "trace_id", "namespace"])
     other = rng.choice([t for _, t, _ in _live(c) if t != tid])
-    value = {"event": "pin", "trace_id": other, "namespace": "mallory"}[column]
+    (event,) = c.execute("select event from hei_provenance where seq=?", (seq,)).fetchone()
+    value = {"event": "unpin" if event == "pin" else "pin", "trace_id": other, "namespace": "mallory"}[column]
     c.execute(f"update hei_provenance set {column}=? where seq=?", (value, seq))
     refuse = _traces_of(c, tid, other if column == "trace_id" else None)
     return Tamper(f"set column {column} of record {seq} to {value!r}", records={seq}, refuse=refuse)
