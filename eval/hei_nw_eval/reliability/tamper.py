@@ -225,8 +225,11 @@ def t_provenance_column(c: sqlite3.Connection, rng: random.Random) -> Tamper:
     (event,) = c.execute("select event from hei_provenance where seq=?", (seq,)).fetchone()
     value = {"event": "unpin" if event == "pin" else "pin", "trace_id": other, "namespace": "mallory"}[column]
     c.execute(f"update hei_provenance set {column}=? where seq=?", (value, seq))
-    refuse = _traces_of(c, tid, other if column == "trace_id" else None)
-    return Tamper(f"set column {column} of record {seq} to {value!r}", records={seq}, refuse=refuse)
+    if column != "trace_id":
+        refuse = _traces_of(c, tid)
+    else:  # the record now claims another trace; its own trace is affected only if it lost its write record
+        refuse = _traces_of(c, other, tid if event == "write" else None)
+    return Tamper(f"set column {column} of record {seq} ({event} of {tid}) to {value!r}", records={seq}, refuse=refuse)
 
 
 def t_chain_link(c: sqlite3.Connection, rng: random.Random) -> Tamper:
