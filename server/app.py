@@ -61,7 +61,7 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
                          keys=KeyRing(settings.api_keys), limiter=TokenBucket(settings.limits.requests_per_s, settings.limits.burst),
                          auth_failures=TokenBucket(settings.limits.auth_failures_per_s, settings.limits.auth_failure_burst),
                          adapters=ConsolidatedAdapters(vllm))
-        st.embeds = MemoryEmbedder(settings.vllm.model)
+        st.embeds = MemoryEmbedder(settings.vllm)
         st.consolidation = ConsolidationJobs(mem, st.adapters, root=mem.settings.store.data_dir / "consolidated",
                                              model=mem.settings.model)
         app.state.hei = st

@@ -1,4 +1,4 @@
-"""Memory as vectors: the packed memory text as input embeddings for vLLM's ``prompt_embeds``.
+"""Memory as vectors: the packed memory text as input embeddings, for ``prompt_embeds`` or the adapter.
 
 The ``embeds`` route sends vLLM the same chat as the ``text`` route, except that
 the memory block arrives as a float tensor ``[tokens, hidden]`` instead of text:
@@ -16,6 +16,13 @@ join: the model sees the same token sequence on both routes (SmolLM2's
 tokenizer splits at that newline either way), hence the same greedy answer.
 A completion prompt goes whole as ``prompt_embeds`` (vLLM's completions
 endpoint takes either text or embeddings, not a mix).
+
+The ``adapter`` route sends the same embeddings (cut to the adapter's
+``max_mem_tokens``) as an ``image_embeds`` part of the last user message to a
+vLLM that serves the Episodic Adapter (:mod:`server.vllm_plugin`), and the
+system message says ``Memory: (attached)``: the prompt of
+``HeiNwForCausalLM.chat`` on its adapter route. It needs chat: vLLM's
+completions endpoint carries no per-request multimodal data.
 """
 
 from __future__ import annotations
@@ -28,25 +35,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hei_nw_plugin.errors import ConfigError, require_extra
+from hei_nw_plugin.model.prompting import ADAPTER_MEMORY
 from server.errors import ApiError
 from server.prefix import DEFAULT_SYSTEM, message_text, prompt_with_memory, with_memory
+from server.settings import VllmSettings
 
-Route = Literal["text", "embeds"]
-ROUTES: tuple[str, ...] = ("text", "embeds")
+Route = Literal["text", "embeds", "adapter"]
+ROUTES: tuple[str, ...] = ("text", "embeds", "adapter")
 EMBED_KEY_SUFFIX = "embed_tokens.weight"
 
 
 class MemoryEmbedder:
     """Token embeddings of the served model, loaded on first use (thread-safe).
 
-    ``model`` is ``vllm.model``: ``embedded:smollm2-135m`` or the local folder vLLM
-    loads (``config.json``, tokenizer, ``*.safetensors``); it is resolved on first
-    use, so a server that never takes the ``embeds`` route never loads it. Needs
-    torch, transformers and safetensors (the ``model`` extra).
+    ``vllm.model`` is ``embedded:smollm2-135m`` or the local folder vLLM loads
+    (``config.json``, tokenizer, ``*.safetensors``); it is resolved on first use,
+    so a server that only takes the ``text`` route never loads it. The settings
+    also say which routes the vLLM behind this server can take. Needs torch,
+    transformers and safetensors (the ``model`` extra).
     """
 
-    def __init__(self, model: str | Path) -> None:
-        self.model = str(model)
+    def __init__(self, vllm: VllmSettings) -> None:
+        self.vllm = vllm
+        self.model = vllm.model
         self.folder: Path | None = None
         self._lock = threading.Lock()
         self._table: Any = None
@@ -80,24 +91,37 @@ class MemoryEmbedder:
     def hidden_size(self) -> int:
         return int(self._load()[0].shape[1])
 
-    def embed(self, text: str, *, add_special_tokens: bool = False) -> Any:
-        """``[tokens, hidden]`` float tensor of ``text`` (a copy, not a view of the table)."""
+    def embed(self, text: str, *, add_special_tokens: bool = False, max_tokens: int | None = None) -> Any:
+        """``[tokens, hidden]`` float tensor of ``text``'s first ``max_tokens`` tokens (a copy, not a view of the table)."""
         import torch
 
         table, tok = self._load()
-        ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"]
+        ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"][:max_tokens]
         return table.index_select(0, torch.tensor(ids, dtype=torch.long))
 
-    def encode(self, text: str, *, add_special_tokens: bool = False) -> str:
-        """``text``'s embeddings serialised the way vLLM reads ``prompt_embeds``: base64 of ``torch.save``.
+    def encode(self, text: str, *, add_special_tokens: bool = False, max_tokens: int | None = None) -> str:
+        """``text``'s embeddings serialised the way vLLM reads ``prompt_embeds`` and ``*_embeds``: base64 of ``torch.save``.
 
         ``embed`` returns a fresh tensor; saving a view would write the whole table's storage.
         """
         import torch
 
         buf = io.BytesIO()
-        torch.save(self.embed(text, add_special_tokens=add_special_tokens).contiguous(), buf)
+        torch.save(self.embed(text, add_special_tokens=add_special_tokens, max_tokens=max_tokens).contiguous(), buf)
         return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    def check(self, route: str, *, chat: bool) -> None:
+        """Raise a 400 when the vLLM behind this server cannot take ``route``."""
+        v = self.vllm
+        if route == "embeds" and (v.episodic_adapter or not v.enable_prompt_embeds):
+            raise ApiError(400, "memory route 'embeds' needs vLLM with --enable-prompt-embeds (vllm.enable_prompt_embeds, "
+                                "not available with vllm.episodic_adapter)", code="route_unavailable")
+        if route == "adapter" and not v.episodic_adapter:
+            raise ApiError(400, "memory route 'adapter' needs vLLM serving the Episodic Adapter (vllm.episodic_adapter = true)",
+                           code="route_unavailable")
+        if route == "adapter" and not chat:
+            raise ApiError(400, "memory route 'adapter' works with chat completions only (vLLM's completions endpoint "
+                                "takes no per-request memory)", code="route_unavailable")
 
 
 def with_memory_embeds(messages: list[dict[str, Any]], memory_text: str, embeds_b64: str) -> list[dict[str, Any]]:
@@ -114,12 +138,31 @@ def with_memory_embeds(messages: list[dict[str, Any]], memory_text: str, embeds_
     return out
 
 
+def with_memory_adapter(messages: list[dict[str, Any]], memory_text: str, embeds_b64: str) -> list[dict[str, Any]]:
+    """The chat for the Episodic Adapter: ``Memory: (attached)`` in the system message, the memory
+    tokens' embeddings as an ``image_embeds`` part of the last message (the decoder never sees them)."""
+    if not memory_text.strip():
+        return messages
+    from server.vllm_plugin import MEMORY_MODALITY
+
+    out = with_memory(messages, ADAPTER_MEMORY)
+    out[-1]["content"] = [{"type": "text", "text": message_text(out[-1].get("content"))},
+                          {"type": f"{MEMORY_MODALITY}_embeds", f"{MEMORY_MODALITY}_embeds": embeds_b64}]
+    return out
+
+
 async def messages_with_memory(embedder: MemoryEmbedder, route: str, messages: list[dict[str, Any]],
                               memory_text: str) -> list[dict[str, Any]]:
-    """The chat sent to vLLM: memory in the system message, as text or (route ``embeds``) as vectors."""
+    """The chat sent to vLLM: memory as text or vectors in the system message, or read by the adapter."""
+    embedder.check(route, chat=True)
     if route == "embeds" and memory_text.strip():
         data = await asyncio.to_thread(embedder.encode, memory_text)
         return with_memory_embeds(messages, memory_text, data)
+    if route == "adapter" and memory_text.strip():
+        from server.vllm_plugin import adapter_max_tokens
+
+        data = await asyncio.to_thread(embedder.encode, memory_text, max_tokens=adapter_max_tokens(embedder.vllm.adapter_weights))
+        return with_memory_adapter(messages, memory_text, data)
     return with_memory(messages, memory_text)
 
 
@@ -127,6 +170,7 @@ async def completion_with_memory(embedder: MemoryEmbedder, route: str, body: dic
                                  memory_text: str) -> None:
     """Put memory in front of a completion ``prompt`` in ``body``: text, or (route ``embeds``) the
     whole prompt as ``prompt_embeds``, tokenised as vLLM would (with the tokenizer's special tokens)."""
+    embedder.check(route, chat=False)
     full = prompt_with_memory(prompt, memory_text)
     if route == "embeds" and memory_text.strip():
         body.pop("prompt", None)

@@ -67,7 +67,9 @@ class VllmSettings(_Section):
     enforce_eager: bool = Field(True, description="Skip torch.compile (starts in ~30 s instead of ~90 s on 2 CPU cores).")
     max_model_len: int = Field(2048, ge=128, description="Context length in tokens.")
     kv_cache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE in GiB (CPU backend).")
-    enable_prompt_embeds: bool = Field(True, description="--enable-prompt-embeds: accept memory as vectors (memory route 'embeds'). vLLM refuses it for encoder-decoder models.")
+    enable_prompt_embeds: bool = Field(True, description="--enable-prompt-embeds: accept memory as vectors (memory route 'embeds'). Off when episodic_adapter is on (vLLM refuses prompt embeddings for encoder-decoder models).")
+    episodic_adapter: bool = Field(False, description="Serve the Episodic Adapter inside vLLM (memory route 'adapter'): the model registered by this project's vllm.general_plugins entry point (server/vllm_plugin), run on vLLM's encoder-decoder path.")
+    adapter_weights: Path | None = Field(None, description="Folder with adapter.safetensors and adapter_config.json for episodic_adapter; None: the shipped hei_nw_plugin/weights.")
     enable_lora: bool = Field(True, description="Start vLLM with --enable-lora and runtime LoRA loading (consolidated adapters, modes B2/B3).")
     max_lora_rank: int = Field(16, ge=1, description="--max-lora-rank.")
     max_loras: int = Field(4, ge=1, description="--max-loras: adapters in one batch.")
@@ -95,7 +97,7 @@ class ServerMemorySettings(_Section):
     """How chat requests use memory."""
 
     default_mode: Mode = Field("B1", description="Mode when a request names none: B0 no memory, B1 recall + write.")
-    route: Literal["text", "embeds"] = Field("text", description="How recalled memory reaches vLLM when a request names none (hei_route / X-HEI-Route): 'text' in the system message, 'embeds' as the same tokens' input embeddings (prompt_embeds).")
+    route: Literal["text", "embeds", "adapter"] = Field("text", description="How recalled memory reaches vLLM when a request names none (hei_route / X-HEI-Route): 'text' in the system message, 'embeds' as the same tokens' input embeddings (prompt_embeds), 'adapter' read by the Episodic Adapter (needs vllm.episodic_adapter).")
     recall_k: int = Field(3, ge=1, le=256, description="Traces recalled per chat turn.")
     min_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="Drop recalled traces whose cosine to the cue is lower (None keeps all k).")
     max_mem_tokens: int | None = Field(None, ge=8, description="Cap on the memory prefix (tokens); None: the engine's pack.max_mem_tokens.")

@@ -114,7 +114,11 @@ class VllmProcess:
         ]
         if s.enforce_eager:
             cmd.append("--enforce-eager")
-        if s.enable_prompt_embeds:
+        if s.episodic_adapter:
+            from server.vllm_plugin import vllm_args
+
+            cmd += vllm_args(s.adapter_weights)
+        elif s.enable_prompt_embeds:
             cmd.append("--enable-prompt-embeds")
         if s.enable_lora:
             cmd += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(s.max_loras)]

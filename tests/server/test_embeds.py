@@ -149,3 +149,51 @@ def test_completion_prompt_goes_whole_as_prompt_embeds(make_client: Callable[...
     assert "prompt" not in body and text_prompt.startswith("Memory:\n")
     ids = AutoTokenizer.from_pretrained(str(model_folder))(text_prompt)["input_ids"]
     assert decode(body["prompt_embeds"]).shape == (len(ids), HIDDEN)
+
+
+# ------------------------------------------------------------------ route 'adapter'
+def test_adapter_route_needs_a_vllm_serving_the_adapter(make_client: Callable[..., Any]) -> None:
+    c, _ = make_client()
+    r = c.post("/v1/chat/completions", headers=A, json={"model": MODEL, "user": "alice", "hei_route": "adapter",
+                                                        "messages": [{"role": "user", "content": "Where?"}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "route_unavailable"
+
+
+def test_adapter_route_attaches_the_memory_embeddings_to_the_last_message(
+        mem_factory: Callable[..., HEIMemory], model_folder: Path) -> None:
+    from server.vllm_plugin import adapter_max_tokens
+
+    with fake_openai_server() as (url, seen, _):
+        s = settings(url, vllm={"model": str(model_folder), "episodic_adapter": True}, memory={"route": "adapter"})
+        with TestClient(create_app(s, memory_obj=mem_factory())) as c:
+            while c.get("/readyz").status_code != 200:
+                time.sleep(0.05)
+            c.post("/v1/memory/write", headers=A, json={"user": "alice", "event": {"text": FACT * 40, "pin": True}})
+            r = ask(c)
+            assert r.json()["hei"]["route"] == "adapter"
+            system, user = seen[-1]["body"]["messages"][0], seen[-1]["body"]["messages"][-1]
+            assert system["content"].endswith("Memory:\n(attached)") and FACT not in json.dumps(seen[-1]["body"])
+            assert user["content"][0] == {"type": "text", "text": "Where does Priya keep the key?"}
+            memory = decode(user["content"][1]["image_embeds"])
+            assert 0 < memory.shape[0] <= adapter_max_tokens() and memory.shape[1] == HIDDEN
+            assert c.app.state.hei.embeds.embed(FACT * 40, max_tokens=5).shape == (5, HIDDEN)  # the adapter's cut
+            bad = c.post("/v1/completions", headers=A, json={"model": MODEL, "user": "alice", "prompt": "Where?"})
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "route_unavailable"
+            emb = c.post("/v1/chat/completions", headers=A, json={
+                "model": MODEL, "user": "alice", "hei_route": "embeds", "messages": [{"role": "user", "content": "Where?"}]})
+            assert emb.status_code == 400 and "episodic_adapter" in emb.json()["error"]["message"]
+
+
+def test_vllm_command_enables_the_route_the_settings_ask_for(tmp_path: Path) -> None:
+    from server.settings import VllmSettings
+    from server.vllm_plugin import ARCHITECTURE, SHIPPED_ADAPTER
+    from server.vllm_process import VllmProcess
+
+    py = tmp_path / "python"
+    py.write_text("")
+    plain = VllmProcess(VllmSettings(python=py, port=8123), log_file=tmp_path / "v.log").command(tmp_path)
+    assert "--enable-prompt-embeds" in plain and "--hf-overrides" not in plain
+    cmd = VllmProcess(VllmSettings(python=py, port=8123, episodic_adapter=True), log_file=tmp_path / "v.log").command(tmp_path)
+    over = json.loads(cmd[cmd.index("--hf-overrides") + 1])
+    assert over == {"architectures": [ARCHITECTURE], "is_encoder_decoder": True, "hei_adapter_weights": str(SHIPPED_ADAPTER)}
+    assert "--enable-mm-embeds" in cmd and "--enable-prompt-embeds" not in cmd  # vLLM refuses both at once
