@@ -314,7 +314,7 @@ def _write_trials(root: Path, emb: Embedder, *, trials: int, per_store: int, max
             trial.child_error = error
             trial.details.append(f"the child failed on its own: {error}")
         _check_writes(data, emb, exp, acks, begun, trial, rng)
-        ack_file.unlink()
+        ack_file.unlink(missing_ok=True)
         out.append(trial)
         if trial.failed or (i + 1) % 20 == 0:
             log(f"write trial {i + 1}/{trials}: {'FAIL ' + '; '.join(trial.details[:3]) if trial.failed else 'ok'}")
@@ -369,7 +369,7 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
         pid = fork_child(_rotator(data, emb), ack_file)
         delay, _ = kill_at_random_moment(pid, ack_file, rng, after_ops=rng.randint(0, 2))
         acks, begun, error = read_acks(ack_file)
-        ack_file.unlink()
+        ack_file.unlink(missing_ok=True)
         readable = True
         try:
             used, held, _ = _kek_state(data)

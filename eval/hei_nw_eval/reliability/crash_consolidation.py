@@ -121,7 +121,7 @@ def run_consolidation_trials(root: Path, emb: Embedder, *, trials: int, steps: i
         wait_for_acks(pid, ack_file, 1)  # the store is open: the kill lands inside the consolidation
         _, killed = kill_after(pid, delay)
         acks, _, error = read_acks(ack_file)
-        ack_file.unlink()
+        ack_file.unlink(missing_ok=True)
         active, loadable, hash_ok, detail = _served(out_dir, model)
         detail = f"the child failed on its own: {error}; {detail}" if error else detail
         completed = {a["version"] for a in acks if a.get("status") == "accepted"}  # "opened" has no status
