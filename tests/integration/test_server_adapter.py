@@ -1,0 +1,120 @@
+"""The Episodic Adapter inside real vLLM: memory route ``adapter`` against the in-process adapter.
+
+One ``hei-nw serve`` starts vLLM with ``vllm.episodic_adapter = true``: the model registered by the
+``vllm.general_plugins`` entry point (server/vllm_plugin) on vLLM's encoder-decoder path, with the
+shipped adapter weights. The reference is ``hei_nw_plugin.adapter.AdapterHook`` on transformers
+with the same weights, memory text and chat: greedy answers must be the same token for token, for
+requests with memory and without, also when they share vLLM's batch. The shipped adapter does not
+recall facts yet (README: EM 0.00 on the adapter route), so the test checks that vLLM runs *this*
+adapter per request, not that it answers correctly. Needs ``.venv-vllm`` with this project
+installed (``make install``); skips without it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+torch = pytest.importorskip("torch")
+
+from server.auth import hash_key
+from server.launch import ServerProcess
+from tests.integration.test_server_vllm import MODEL, _vllm_python, client
+
+pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
+
+KEY = "hei_it-adapter-" + uuid.uuid4().hex
+FACTS = {"nadia": ("Nadia keeps the spare key in the attic drawer.", "Where does Nadia keep the spare key?"),
+         "tobias": ("Tobias parked the red bicycle behind the bakery.", "Where did Tobias park the red bicycle?")}
+MAX_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    vllm_python = _vllm_python()
+    work = tmp_path_factory.mktemp("adapter-server")
+    s = ServerProcess(work, {"api_keys": [{"tenant": "acme", "hash": hash_key(KEY)}],
+                             "vllm": {"python": str(vllm_python), "served_model_name": MODEL, "episodic_adapter": True,
+                                      "enable_lora": False, "startup_timeout_s": 2400},
+                             "memory": {"route": "adapter", "write_user_turns": False}}, name="adapter")
+    try:
+        s.start(timeout_s=2400)  # vLLM can take many minutes to start on 2 busy cores
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def memory_texts(server: ServerProcess) -> dict[str, str]:
+    """Each user's fact, written through the memory API; the packed memory a chat turn recalls."""
+    out = {}
+    for user, (fact, question) in FACTS.items():
+        h = {"Authorization": f"Bearer {KEY}", "X-HEI-User": user}
+        assert httpx.post(f"{server.base_url}/v1/memory/write", headers=h, json={"event": {"text": fact, "pin": True}}).status_code == 200
+        rec = httpx.post(f"{server.base_url}/v1/memory/recall", headers=h, json={"cue": question, "k": 3}).json()
+        out[user] = rec["memory_tokens"]["text"]
+        assert fact in out[user]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference() -> Any:
+    """Greedy answers of transformers + AdapterHook with the shipped weights, on the prompt the server builds."""
+    from hei_nw_plugin.adapter import AdapterHook, EpisodicAdapter
+    from hei_nw_plugin.model.loading import load_base_model
+    from hei_nw_plugin.model.prompting import ADAPTER_MEMORY
+    from server.prefix import with_memory
+    from server.vllm_plugin import SHIPPED_ADAPTER
+
+    lm = load_base_model()
+    adapter, _ = EpisodicAdapter.load(SHIPPED_ADAPTER)
+    hook = AdapterHook(lm.model, adapter)
+    tok = lm.tokenizer
+
+    def answer(question: str, memory_text: str) -> str:
+        msgs = with_memory([{"role": "user", "content": question}], ADAPTER_MEMORY if memory_text else "")
+        enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        state = hook.encode_memory(tok, [memory_text]) if memory_text else None
+        with hook.memory(state), torch.inference_mode():
+            out = lm.model.generate(**enc, max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=tok.pad_token_id)
+        return str(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+
+    return answer
+
+
+def _ask(url: str, user: str, question: str, **extra: Any) -> Any:
+    return client(url, KEY).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}], user=user,
+                                                    max_tokens=MAX_TOKENS, temperature=0, **extra)
+
+
+def test_vllm_runs_the_episodic_adapter_per_request(server: ServerProcess, memory_texts: dict[str, str], reference: Any) -> None:
+    url = server.base_url + "/v1"
+    jobs = [(u, q, {}) for u, (_, q) in FACTS.items()] + [("nadia", FACTS["nadia"][1], {"extra_body": {"hei_mode": "B0"}})]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # memory A, memory B and none in vLLM's batch at once
+        replies = list(pool.map(lambda j: _ask(url, j[0], j[1], **j[2]), jobs))
+    for (user, question, extra), r in zip(jobs, replies, strict=True):
+        hei = r.model_extra["hei"]
+        memory = "" if extra else memory_texts[user]
+        assert hei["route"] == "adapter" and bool(hei["recalled"]) == bool(memory)
+        assert r.choices[0].message.content == reference(question, memory), (user, extra)
+    # The adapter changed the answer: it did read memory (a no-op block would give the base answer).
+    assert replies[0].choices[0].message.content != replies[2].choices[0].message.content
+
+
+def test_adapter_route_streams_and_refuses_what_vllm_cannot_do(server: ServerProcess, memory_texts: dict[str, str]) -> None:
+    url = server.base_url + "/v1"
+    plain = _ask(url, "tobias", FACTS["tobias"][1]).choices[0].message.content
+    stream = client(url, KEY).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": FACTS["tobias"][1]}],
+                                                      user="tobias", max_tokens=MAX_TOKENS, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == plain
+    with pytest.raises(openai.BadRequestError):  # completions carry no per-request memory
+        client(url, KEY).completions.create(model=MODEL, prompt="Where is the key?", user="nadia", max_tokens=4)
+    with pytest.raises(openai.BadRequestError):  # vLLM refuses prompt embeddings for encoder-decoder models
+        _ask(url, "nadia", FACTS["nadia"][1], extra_body={"hei_route": "embeds"})
