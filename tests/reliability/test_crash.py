@@ -50,7 +50,6 @@ def test_a_rotation_retires_keys_an_interrupted_one_left_behind(tmp_path: Path) 
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_a_killed_consolidation_keeps_the_promoted_adapter_served(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
