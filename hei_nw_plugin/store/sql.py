@@ -306,9 +306,11 @@ class SQLTraceStore:
     def rotate(self) -> tuple[str, int]:
         """New current KEK, every DEK re-wrapped in one transaction, old KEKs retired; returns (kek_id, rewrapped).
 
-        Every KEK that wraps no data key after the commit is retired, not only the ones this
-        rotation re-wrapped from: a rotation killed between its commit and its retirements
-        would otherwise leave the old KEK in the key provider for good.
+        The KEKs a rotation moves this store's rows off are named in its signed
+        ``rotate`` record, and every rotation retires what earlier records named and
+        no row uses: a rotation killed between its commit and its retirements would
+        otherwise leave the old KEK in the key provider for good. KEKs this store
+        never used are left alone, since another store may share the key provider.
         """
         new_id = self.keys.new_kek()
         new_kek = self.keys.kek(new_id)
@@ -324,10 +326,17 @@ class SQLTraceStore:
                 conn.execute(update(trace_keys).where(trace_keys.c.trace_seq == r.trace_seq).values(
                     kek_id=new_id, wrapped_dek=crypto.wrap(dek, aad, new_kek)))
                 n += 1
-            self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n})
+            retires = sorted({r.kek_id for r in rows} - {new_id})
+            self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n, "retires": retires})
         with self._read() as conn:
             used = set(conn.execute(select(trace_keys.c.kek_id).distinct()).scalars().all())
-        for kid in set(self.keys.kek_ids()) - used - {new_id}:
+            named: set[str] = set()
+            for (text,) in conn.execute(select(provenance.c.record).where(provenance.c.event == "rotate")).all():
+                try:
+                    named.update(json.loads(text).get("retires", []))
+                except (ValueError, AttributeError, TypeError):
+                    continue  # a damaged record retires nothing; verify() names it
+        for kid in (named & set(self.keys.kek_ids())) - used - {new_id}:
             self.keys.retire_kek(kid)
         return new_id, n
 

@@ -39,13 +39,32 @@ def test_the_write_check_catches_a_lost_write_and_a_resurrected_delete(tmp_path:
     assert trial.lost == 1 and trial.resurrected == 1 and trial.failed
 
 
-def test_a_rotation_retires_keys_an_interrupted_one_left_behind(tmp_path: Path) -> None:
+def test_a_rotation_retires_keys_an_interrupted_one_left_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mem = open_memory(tmp_path, HashingEmbedder(dim=128))
     mem.write({"text": "Bram sold the tin whistle at the fish market", "force": True}, namespace="n")
-    mem.rotate_keys()
-    mem.keys.new_kek()  # a rotation killed after its new key reached the key file, before its commit
+    first = mem.keys.current_kek_id()
+    with monkeypatch.context() as m:  # a rotation killed after its commit, before it retired the old key
+        m.setattr(mem.keys, "retire_kek", lambda _kid: None)
+        mem.rotate_keys()
+    assert first in mem.keys.kek_ids()
     mem.rotate_keys()
     assert mem.keys.kek_ids() == [mem.keys.current_kek_id()] and mem.verify().ok
+    mem.close()
+
+
+def test_a_rotation_leaves_keys_of_another_store_sharing_the_key_file_alone(tmp_path: Path) -> None:
+    emb = HashingEmbedder(dim=128)
+    mem = open_memory(tmp_path, emb)
+    tid = mem.write({"text": "Bram sold the tin whistle at the fish market", "force": True}, namespace="n").trace_id
+    mem.close()
+    from hei_nw_plugin.config import HeiNwSettings
+    from hei_nw_plugin.memory import HEIMemory
+
+    other = HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path, "url": f"sqlite:///{tmp_path}/other.db"}), embedder=emb)
+    other.rotate_keys()  # same key file, no rows: it must not retire the key the first store's rows use
+    other.close()
+    mem = open_memory(tmp_path, emb)
+    assert mem.get(tid, namespace="n").text.startswith("Bram") and mem.verify().ok
     mem.close()
 
 

@@ -181,8 +181,6 @@ def test_http_bad_ttl_and_huge_offset_are_refused_not_500(tmp_path: Path) -> Non
         assert client.get("/v1/memory/traces", headers=AUTH, params={"offset": 2**63}).status_code == 422
 
 
-@pytest.mark.xfail(strict=True, reason="open defect found by the CLI fuzz: SQLTraceStore.rotate retires every KEK its own "
-                                       "store does not use, including KEKs of another store that shares the key file")
 def test_rotating_another_store_that_shares_the_key_file_keeps_this_stores_data(cli: Callable[..., Any],
                                                                                  tmp_path: Path) -> None:
     assert cli("write", "Ada keeps the brass lantern in the blue shed", "--pin")[0] == 0

@@ -31,6 +31,7 @@ and the key file's fsync of file and folder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -101,11 +102,12 @@ class RotationTrial:
     decrypted: int
     verify_problems: int
     missing_keks: int  # rows wrapped by a key the provider does not hold (must be 0)
-    stale_keks_after_kill: int  # retired keys left by the killed rotation (cleared by the next one)
-    stale_keks_after_next_rotation: int  # must be 0
+    stale_keks_after_kill: int  # keys the killed rotation moved rows off but had not retired yet
+    stale_keks_after_next_rotation: int  # must be 0: the next rotation retires them
     verify_problems_after_next_rotation: int
     key_file_readable: bool = True
     child_error: str | None = None
+    never_used_keks: int = 0  # keys made current by rotations killed before their commit (they wrapped nothing)
 
     @property
     def failed(self) -> bool:
@@ -340,14 +342,33 @@ def _rotator(data: Path, emb: Embedder) -> Callable[[int], None]:
     return body
 
 
-def _kek_state(data: Path) -> tuple[set[str], set[str], str]:
-    """(KEK ids the rows use, KEK ids the key file holds, current KEK id)."""
+@dataclass
+class KekState:
+    used: set[str]  # KEK ids the rows use
+    held: set[str]  # KEK ids the key file holds
+    current: str
+    named: set[str]  # KEK ids the store's rotate records name for retirement
+
+    @property
+    def stale(self) -> set[str]:
+        """Keys a rotation moved rows off that are still held (a kill between commit and retirement)."""
+        return (self.named & self.held) - self.used - {self.current}
+
+    @property
+    def never_used(self) -> set[str]:
+        """Keys no row of this store ever used: made current by a rotation killed before its commit."""
+        return self.held - self.used - self.named - {self.current}
+
+
+def _kek_state(data: Path) -> KekState:
     from hei_nw_plugin.store.keys import LocalKeyFile
 
     keys = LocalKeyFile(data / "keys.json")
     with sqlite3.connect(data / "traces.db") as c:
         used = {k for (k,) in c.execute("select distinct kek_id from hei_trace_keys")}
-    return used, set(keys.kek_ids()), keys.current_kek_id()
+        named = {k for (r,) in c.execute("select record from hei_provenance where event='rotate'")
+                 for k in json.loads(r).get("retires", [])}
+    return KekState(used, set(keys.kek_ids()), keys.current_kek_id(), named)
 
 
 def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, seed: int,
@@ -372,16 +393,15 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
         ack_file.unlink(missing_ok=True)
         readable = True
         try:
-            used, held, _ = _kek_state(data)
+            state = _kek_state(data)
         except Exception:  # noqa: BLE001 - a torn key file is exactly what this trial looks for
-            readable, used, held = False, set(), set()
+            readable, state = False, KekState(set(), set(), "", set())
         trial = RotationTrial(trial=i, delay_s=round(delay, 3), rotations_acked=len(acks), in_flight=begun is not None,
-                              traces=traces, decrypted=0, verify_problems=0, missing_keks=len(used - held),
+                              traces=traces, decrypted=0, verify_problems=0, missing_keks=len(state.used - state.held),
                               stale_keks_after_kill=0, stale_keks_after_next_rotation=0,
                               verify_problems_after_next_rotation=0, key_file_readable=readable, child_error=error)
         if readable:
-            _, _, current = _kek_state(data)
-            trial.stale_keks_after_kill = len(held - used - {current})
+            trial.stale_keks_after_kill = len(state.stale)
             mem = open_memory(data, emb)
             try:
                 trial.decrypted = sum(len(mem.list_traces(namespace=ns, limit=10**7)) for ns in mem.namespaces())
@@ -390,8 +410,9 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
                 trial.verify_problems_after_next_rotation = len(mem.verify().problems)
             finally:
                 mem.close()
-            used, held, current = _kek_state(data)
-            trial.stale_keks_after_next_rotation = len(held - used - {current})
+            state = _kek_state(data)
+            trial.stale_keks_after_next_rotation = len(state.stale)
+            trial.never_used_keks = len(state.never_used)
         out.append(trial)
         if trial.failed:
             log(f"rotation trial {i + 1}/{trials}: FAIL {asdict(trial)}")
@@ -401,6 +422,7 @@ def _rotation_trials(root: Path, emb: Embedder, *, trials: int, traces: int, see
               "missing_keks": sum(t.missing_keks for t in out),
               "trials_leaving_a_stale_kek": sum(t.stale_keks_after_kill > 0 for t in out),
               "stale_keks_after_next_rotation": sum(t.stale_keks_after_next_rotation for t in out),
+              "never_used_keks_in_key_file_at_end": out[-1].never_used_keks if out else 0,
               "unreadable_key_files": sum(not t.key_file_readable for t in out)}
     return Summary(trials=len(out), failed=sum(t.failed for t in out), killed_mid_operation=sum(t.in_flight for t in out),
                    totals=totals, seconds=round(time.perf_counter() - t0, 1),
