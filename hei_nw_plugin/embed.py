@@ -22,6 +22,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -90,17 +91,13 @@ class SentenceTransformerEmbedder:
         return self._dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        if len(texts) == 1 and self._cache is not None:
-            hit = self._cache.get(texts[0])
-            if hit is not None:
-                return hit[None, :]
-        out = self._model.encode(
+        return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
             texts, batch_size=self._batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=False,
         ).astype(np.float32, copy=False)
-        if len(texts) == 1 and self._cache is not None:
-            self._cache.put(texts[0], out[0])
-        return out
 
 
 class HashingEmbedder:
@@ -150,6 +147,17 @@ class _CueCache:
             self._d[text] = vec
             if len(self._d) > self.size:
                 self._d.popitem(last=False)
+
+    def through(self, texts: list[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """``compute(texts)``, served from and stored in the cache when it is one text (batches bypass it)."""
+        if len(texts) != 1:
+            return compute(texts)
+        hit = self.get(texts[0])
+        if hit is not None:
+            return hit[None, :]
+        out = compute(texts)
+        self.put(texts[0], out[0])
+        return out
 
 
 def default_onnx_dir() -> Path:
@@ -241,10 +249,9 @@ class OnnxSentenceEmbedder:
         return self._dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        if len(texts) == 1 and self._cache is not None:
-            hit = self._cache.get(texts[0])
-            if hit is not None:
-                return hit[None, :]
+        return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         encs = self._tok.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch: less padding
@@ -259,8 +266,6 @@ class OnnxSentenceEmbedder:
             hidden = self._sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
             pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
             out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        if len(texts) == 1 and self._cache is not None:
-            self._cache.put(texts[0], out[0])
         return out
 
 

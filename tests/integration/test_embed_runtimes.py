@@ -58,3 +58,15 @@ def test_backend_choice_and_errors(tmp_path: Path) -> None:
     (broken / "config.json").write_text((minilm_path() / "config.json").read_text())
     with pytest.raises(ConfigError, match="ONNX embedder unavailable"):
         default_embedder(name="sentence-transformers", path=broken, backend="onnx")
+
+
+def test_single_cues_are_cached_and_batches_are_not(tmp_path: Path) -> None:
+    emb = OnnxSentenceEmbedder(cache_size=2, cache_dir=tmp_path)
+    calls: list[int] = []
+    encode = emb._encode
+    emb._encode = lambda texts: (calls.append(len(texts)), encode(texts))[1]  # type: ignore[method-assign]
+    first = emb.embed(["where is the lantern?"])
+    again = emb.embed(["where is the lantern?"])
+    emb.embed(["a", "b"])
+    emb.embed(["a", "b"])
+    assert np.array_equal(first, again) and calls == [1, 2, 2]
