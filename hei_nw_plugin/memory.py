@@ -466,6 +466,8 @@ class HEIMemory:
         """The trace written with caller key ``key``, or None."""
         if not isinstance(key, str) or not key:
             raise InvalidEventError("key must be a non-empty string")
+        if any(unicodedata.category(c) == "Cs" for c in key):  # writes refuse such keys too (not encodable as UTF-8)
+            raise InvalidEventError("key must not contain lone surrogate characters")
         return self.store.get_by_key(self._ns(namespace), key)
 
     def list_traces(self, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 100, offset: int = 0,

@@ -71,6 +71,14 @@ def test_keyed_write_replaces_newest_wins(mem: HEIMemory) -> None:
     assert mem.verify().ok
 
 
+def test_a_key_with_a_lone_surrogate_is_bad_input_on_lookup_too(mem: HEIMemory) -> None:
+    # found by `hei-nw reliability fuzz`: the lookup raised UnicodeEncodeError from the database driver
+    with pytest.raises(InvalidEventError, match="surrogate"):
+        mem.get_by_key("\ud800", namespace="n")
+    with pytest.raises(InvalidEventError, match="surrogate"):
+        mem.delete_by_key("wifi\udfff", namespace="n")
+
+
 @pytest.mark.parametrize("bad, err", [
     ({"text": ""}, InvalidEventError),
     ({"text": "   "}, InvalidEventError),
