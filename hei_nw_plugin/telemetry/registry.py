@@ -11,6 +11,7 @@ seconds for time, ``_total`` for counters.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,7 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
-class _Metric:
+class _Metric(ABC):
     kind = "untyped"
 
     def __init__(self, lock: threading.Lock, name: str, help_text: str, labels: Sequence[str]) -> None:
@@ -57,11 +58,13 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
 
+    @abstractmethod
     def lines(self) -> list[str]:
-        raise NotImplementedError
+        """Exposition lines of this metric (Prometheus text format)."""
 
+    @abstractmethod
     def snapshot(self) -> Any:
-        raise NotImplementedError
+        """The current value(s), JSON-able."""
 
 
 class Counter(_Metric):
