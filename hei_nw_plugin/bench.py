@@ -51,73 +51,97 @@ def _pct(xs: list[float]) -> dict[str, float]:
 
 def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int = 0, out: Path | None = None,
                  settings: HeiNwSettings | None = None, batch: int = 512, progress: bool = True,
-                 keep: Path | None = None) -> dict[str, Any]:
+                 keep: Path | None = None, grow: bool = False) -> dict[str, Any]:
     """Run the benchmark for each store size; returns the JSON-able result.
 
     ``keep`` keeps each filled store in ``keep/bench-<n>-s<seed>`` and reuses it on a later
     run (recall is measured again; the write figures are those of the run that filled it).
+    ``grow`` uses one store for all sizes instead: it is filled up to each size in turn and
+    measured there (``keep/bench-grow-s<seed>``), so a 1M run writes 1M traces, not 1.11M.
+    Each row also gives the process RSS, the store's size on disk and warm-key cache figures.
     """
     results: list[dict[str, Any]] = []
     embedder = None
-    for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="hei-bench-") as tmp:
-            folder = keep / f"bench-{n}-s{seed}" if keep is not None else Path(tmp)
+    sizes = sorted(sizes) if grow else list(sizes)
+    events: list[MemoryEvent] = []
+    rng = random.Random(seed)
+
+    def events_upto(n: int) -> list[MemoryEvent]:
+        while len(events) < n:
+            events.append(synthetic_event(rng, len(events)))
+        return events[:n] if len(events) > n else events
+
+    with tempfile.TemporaryDirectory(prefix="hei-bench-") as tmp:
+        mem: HEIMemory | None = None
+        for n in sizes:
+            if grow:
+                folder = keep / f"bench-grow-s{seed}" if keep is not None else Path(tmp) / "grow"
+            else:
+                folder = keep / f"bench-{n}-s{seed}" if keep is not None else Path(tmp) / f"bench-{n}"
             fill_file = folder / "fill.json"
-            s = (settings or HeiNwSettings()).model_copy(deep=True)
-            s.store.data_dir = folder
-            s.store.url = None
-            mem = HEIMemory(s, embedder=embedder)
-            embedder = mem.embedder  # load the model once for all sizes
-            rng = random.Random(seed)
-            events = [synthetic_event(rng, i) for i in range(n)]
-            fill = json.loads(fill_file.read_text()) if fill_file.exists() else None
-            if fill is not None and mem.stats(namespace="bench").traces != n:
-                raise SystemExit(f"error: {folder} does not hold the {n} benchmark traces; delete it to refill")
-            if fill is None:
+            if mem is None or not grow:
+                s = (settings or HeiNwSettings()).model_copy(deep=True)
+                s.store.data_dir = folder
+                s.store.url = None
+                mem = HEIMemory(s, embedder=embedder)
+                embedder = mem.embedder  # load the model once for all sizes
+            fills = json.loads(fill_file.read_text()) if fill_file.exists() else {}
+            fills = {"0": {"accepted": 0, "write_seconds": 0.0}} if not fills else fills
+            if "accepted" in fills:  # a file from a run before grow existed: {accepted, write_seconds, filled_at}
+                fills = {str(n): fills}
+            have = mem.stats(namespace="bench").traces if mem.store.has_namespace("bench") else 0
+            evs = events_upto(n)
+            if grow and have > n:
+                print(f"N={n:>7}  skipped: the kept store already holds {have} traces (a grown store is measured at its size or beyond)")
+                continue
+            if str(n) in fills and have == n:
+                if not grow or not results:
+                    mem.warm_features(namespace="bench")
+            else:
+                base = max((int(x) for x in fills if int(x) <= have), default=0)
+                if have != base or (not grow and have):
+                    raise SystemExit(f"error: {folder} holds {have} bench traces, not a size this benchmark wrote; delete it to refill")
                 t0 = time.perf_counter()
                 accepted = 0
-                bar = _bar(n, f"write {n}") if progress else None
-                for start in range(0, n, batch):
-                    ds = mem.write_many(events[start:start + batch], namespace="bench")
+                bar = _bar(n - have, f"write {have}->{n}") if progress else None
+                for ds in mem.write_stream(evs[have:], namespace="bench", batch=batch):
                     accepted += sum(d.accepted for d in ds)
                     if bar:
                         bar.update(len(ds))
                 if bar:
                     bar.close()
-                fill = {"accepted": accepted, "write_seconds": time.perf_counter() - t0,
-                        "filled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                prev = fills[str(base)]
+                fills[str(n)] = {"accepted": prev["accepted"] + accepted,
+                                 "write_seconds": prev["write_seconds"] + time.perf_counter() - t0,
+                                 "step_writes_per_s": (n - have) / (time.perf_counter() - t0),
+                                 "filled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 if keep is not None:
-                    fill_file.write_text(json.dumps(fill))
-            else:
-                mem.warm_features(namespace="bench")
-            accepted, write_s = fill["accepted"], fill["write_seconds"]
-            qrng = random.Random(seed + 1)
-            picks = [qrng.randrange(n) for _ in range(queries)]
-            for i in picks[:10]:  # warm caches and the allocator; not measured
-                mem.recall(_cue(events[i], qrng), k, namespace="bench")
-            stages: dict[str, list[float]] = {}
-            hits = 0
-            for i in picks:
-                cue = _cue(events[i], qrng)
-                r = mem.recall(cue, k, namespace="bench")
-                for name, ms in r.timings_ms.items():
-                    stages.setdefault(name, []).append(ms)
-                hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
-            row: dict[str, Any] = {
-                "n": n, "accepted": accepted, "write_seconds": write_s, "writes_per_s": n / write_s,
-                "filled_at": fill["filled_at"],
-                "queries": queries, "k": k, "hit_at_1": hits / queries,
-                "latency_ms": {name: _pct(v) for name, v in stages.items()},
-            }
+                    mem.flush()
+                    mem.index.save_all()
+                    fill_file.parent.mkdir(parents=True, exist_ok=True)
+                    fill_file.write_text(json.dumps(fills))
+            fill = fills[str(n)]
+            row = _measure(mem, evs, n, queries=queries, k=k, seed=seed)
+            row.update({"accepted": fill["accepted"], "write_seconds": fill["write_seconds"],
+                        "writes_per_s": n / fill["write_seconds"], "filled_at": fill["filled_at"],
+                        "disk_mb": _folder_mb(folder), "rss_mb": _rss_mb(), "grow": grow})
+            if "step_writes_per_s" in fill:
+                row["step_writes_per_s"] = fill["step_writes_per_s"]
+            if not grow:
+                mem.close()
+                mem = None
+            lat = row["latency_ms"]
+            dominant = max((kk for kk in lat if kk != "total"), key=lambda kk: lat[kk]["p50"])
+            row["dominant_stage"] = dominant
+            cache = row["feature_cache"]
+            print(f"N={n:>7}  write {row['writes_per_s']:.0f}/s  recall total p50 {lat['total']['p50']:.2f} ms "
+                  f"p95 {lat['total']['p95']:.2f} ms  (embed p95 {lat['embed']['p95']:.2f}, ann p95 {lat['ann']['p95']:.2f}, "
+                  f"fetch p95 {lat['fetch']['p95']:.2f}, hopfield p95 {lat['hopfield']['p95']:.2f}, pack p95 {lat['pack']['p95']:.2f})  "
+                  f"dominant: {dominant}  hit@1 {row['hit_at_1']:.3f}  cache hit {cache['hit_rate']:.3f}  "
+                  f"rss {row['rss_mb']:.0f} MB  disk {row['disk_mb']:.0f} MB", flush=True)
+            results.append(row)
+        if mem is not None:
             mem.close()
-        lat = row["latency_ms"]
-        dominant = max((kk for kk in lat if kk != "total"), key=lambda kk: lat[kk]["p50"])
-        row["dominant_stage"] = dominant
-        print(f"N={n:>7}  write {row['writes_per_s']:.0f}/s  recall total p50 {lat['total']['p50']:.2f} ms "
-              f"p95 {lat['total']['p95']:.2f} ms  (embed p95 {lat['embed']['p95']:.2f}, ann p95 {lat['ann']['p95']:.2f}, "
-              f"fetch p95 {lat['fetch']['p95']:.2f}, hopfield p95 {lat['hopfield']['p95']:.2f}, pack p95 {lat['pack']['p95']:.2f})  "
-              f"dominant: {dominant}  hit@1 {row['hit_at_1']:.3f}", flush=True)
-        results.append(row)
     report = {"benchmark": "recall", "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
               "embedder": type(embedder).__name__ if embedder is not None else None,
               "settings": (settings or HeiNwSettings()).model_dump(mode="json"), "seed": seed, "results": results}
@@ -126,6 +150,42 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
         out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
     return report
+
+
+def _measure(mem: HEIMemory, events: list[MemoryEvent], n: int, *, queries: int, k: int, seed: int) -> dict[str, Any]:
+    """Recall ``queries`` random events of the first ``n`` from partial cues; latency per stage and hit@1."""
+    qrng = random.Random(seed + 1)
+    picks = [qrng.randrange(n) for _ in range(queries)]
+    for i in picks[:10]:  # warm caches and the allocator; not measured
+        mem.recall(_cue(events[i], qrng), k, namespace="bench")
+    mem.reset_cache_stats()
+    stages: dict[str, list[float]] = {}
+    hits = 0
+    for i in picks:
+        cue = _cue(events[i], qrng)
+        r = mem.recall(cue, k, namespace="bench")
+        for name, ms in r.timings_ms.items():
+            stages.setdefault(name, []).append(ms)
+        hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
+    return {"n": n, "queries": queries, "k": k, "hit_at_1": hits / queries,
+            "latency_ms": {name: _pct(v) for name, v in stages.items()}, "feature_cache": mem.cache_stats()}
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder.exists() else 0.0
+
+
+def _rss_mb() -> float:
+    """Resident set size of this process now (Linux), else its peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cue(ev: MemoryEvent, rng: random.Random) -> dict[str, Any]:

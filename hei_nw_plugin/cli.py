@@ -141,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from hei_nw_plugin.bench import bench_recall
 
     bench_recall(args.n, queries=args.queries, k=args.k, seed=args.seed, out=Path(args.out), settings=_settings(args),
-                 keep=Path(args.keep) if args.keep else None)
+                 keep=Path(args.keep) if args.keep else None, grow=args.grow)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--out", default="reports/bench_recall.json")
     br.add_argument("--keep", default=None, help="keep the filled stores in this folder and reuse them on later runs")
+    br.add_argument("--grow", action="store_true", help="one store filled up to each size in turn (a 1M run writes 1M traces, not 1.11M)")
     br.set_defaults(func=cmd_bench)
 
     dm = sub.add_parser("demo", help="the main job end to end on the embedded defaults")

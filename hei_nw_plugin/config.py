@@ -54,7 +54,9 @@ class IndexSettings(_Section):
     dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Scalar type of vectors inside the index (memory vs precision).")
     candidates: int = Field(64, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
     feature_cache: int = Field(200_000, ge=0, description="Dense feature vectors kept decrypted in process memory (entries, ~1.3 kB each) so recall decrypts only the traces it returns.")
-    save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes (the store stays the source of truth).")
+    prefetch: bool = Field(False, description="After each recall, load the ANN neighbours of the top traces into the feature cache in a background thread (helps follow-up questions when the store outgrows feature_cache).")
+    prefetch_seeds: int = Field(2, ge=1, le=16, description="Top recalled traces whose neighbourhoods are prefetched.")
+    save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes, or a tenth of the graph if that is more (the store stays the source of truth).")
     blas_threads: int | None = Field(
         1, ge=1, le=256,
         description="Threads numpy's BLAS may use (DG projection, Hopfield). The engine's matrix products are small, "

@@ -36,6 +36,12 @@ _NUMPY_DTYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8}
 class ANNIndex(Protocol):
     """The index interface the engine relies on (keys are integer row ids)."""
 
+    def vector(self, key: int) -> np.ndarray | None:
+        """The stored key vector of ``key`` as float32, or None when absent."""
+        with self._lock:
+            vec = self._index.get(int(key), dtype=np.float32)
+            return None if vec is None else np.asarray(vec, dtype=np.float32).reshape(-1)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: Iterable[int]) -> None: ...
     def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
@@ -124,7 +130,9 @@ class USearchIndex:
             return keys, sims
 
     def _maybe_save(self) -> None:
-        if self.path is not None and self._dirty >= self.settings.save_every:
+        # A save rewrites the whole file, so a large graph saves after a share of its size changed,
+        # not every save_every changes (the store is the source of truth; reconcile() catches up).
+        if self.path is not None and self._dirty >= max(self.settings.save_every, len(self._index) // 10):
             self.save()
 
     def save(self) -> None:

@@ -10,14 +10,18 @@ Async twins run the same sync code in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
+import queue
 import threading
 import time
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import Embedder, default_embedder
 from hei_nw_plugin.errors import (
-    ConfigError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, UnknownNamespaceError,
+    ConfigError, InputError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, UnknownNamespaceError,
 )
 from hei_nw_plugin.gate import SurpriseScorer, WriteGate
 from hei_nw_plugin.hopfield import HopfieldCompleter
@@ -66,6 +70,18 @@ class MemoryStats(BaseModel):
     gate: dict[str, Any]
     recall_p50_ms: float | None
     recall_p95_ms: float | None
+    feature_cache: dict[str, float] = Field(default_factory=dict, description="Warm-key cache figures (see HEIMemory.cache_stats).")
+
+
+@dataclass
+class _Prepared:
+    """A batch validated, redacted and keyed, ready to be gated and stored."""
+
+    events: list[MemoryEvent]
+    texts: list[str]
+    slots: list[dict[str, Any]]
+    features: np.ndarray
+    keys: np.ndarray
 
 
 class HEIMemory:
@@ -100,6 +116,10 @@ class HEIMemory:
         self._feat_cache: OrderedDict[int, np.ndarray] = OrderedDict()  # seq -> dense features (float16)
         self._slot_cache: dict[int, dict[str, Any]] = {}  # seq -> slots, for newest-wins ranking
         self._touch_lock = threading.Lock()
+        self._cache_counts = {"hits": 0, "misses": 0, "prefetched": 0, "prefetch_hits": 0}
+        self._prefetched: set[int] = set()  # loaded by prefetch and not yet used by a recall
+        self._prefetch_q: queue.Queue[tuple[str, list[int]] | None] = queue.Queue(maxsize=64)
+        self._prefetcher: threading.Thread | None = None
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
         self._synced_heads: dict[str, str] = {}  # namespace -> store chain head its graph was last reconciled at
@@ -219,17 +239,58 @@ class HEIMemory:
         ns = self._ns(namespace)
         if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
             raise InvalidEventError("write_many takes a list of events")
+        return self._commit(ns, self._prepare(events))
+
+    def write_stream(self, events: Iterable[MemoryEvent | str | Mapping[str, Any]], *, namespace: str = DEFAULT_NAMESPACE,
+                     batch: int = 512) -> Iterator[list[WriteDecision]]:
+        """Gate and store a long stream (a bulk import), one transaction per ``batch`` events.
+
+        Yields each batch's decisions once it is stored. The next batch is validated and
+        embedded in a worker thread while the current one is gated and stored, so an import
+        costs about what embedding alone costs. A bad event stops the import with an error
+        naming its position; every batch before it is stored, its own batch is not.
+        """
+        ns = self._ns(namespace)
+        _check_int("batch", batch, minimum=1)
+        if isinstance(events, (str, bytes, Mapping)):
+            raise InvalidEventError("write_stream takes an iterable of events")
+        chunks = _chunks(iter(events), batch)
+
+        def prepare(start: int, chunk: list[Any]) -> _Prepared:
+            try:
+                return self._prepare(chunk)
+            except InputError as err:
+                raise type(err)(f"event batch starting at position {start}: {err}") from err
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hei-nw-embed") as pool:
+            start, first = 0, next(chunks, None)
+            pending = pool.submit(prepare, 0, first) if first else None
+            while pending is not None:
+                ready = pending.result()
+                start += len(ready.events)
+                nxt = next(chunks, None)
+                pending = pool.submit(prepare, start, nxt) if nxt else None
+                yield self._commit(ns, ready)
+
+    def _prepare(self, events: Sequence[MemoryEvent | str | Mapping[str, Any]]) -> _Prepared:
+        """Validate, redact and key a batch (no store access; safe in a worker thread)."""
         evs = [self._event(e) for e in events]
-        if not evs:
-            return []
         texts = [self._redact(e.text) for e in evs]
         slots = [{k: (self._redact(v) if isinstance(v, str) else v) for k, v in e.slots.items()} for e in evs]
-        feats, keys = self.keyer.encode(texts, slots)
+        feats, keys = self.keyer.encode(texts, slots) if evs else (np.zeros((0, 0)), np.zeros((0, 0)))
+        return _Prepared(evs, texts, slots, feats, keys)
+
+    def _commit(self, ns: str, prep: _Prepared) -> list[WriteDecision]:
+        """Gate a prepared batch against the store and write what passes, in one transaction."""
+        evs, texts, slots, feats, keys = prep.events, prep.texts, prep.slots, prep.features, prep.keys
+        if not evs:
+            return []
         with self._write_lock:
             graph = self._graph(ns)
             decisions: list[WriteDecision] = []
             rows: list[NewTrace] = []
             row_keys: list[np.ndarray] = []
+            row_feats: list[np.ndarray] = []
             batch = np.zeros((len(evs), keys.shape[1]), dtype=np.float32)  # accepted keys so far, for novelty
             now = time.time()
             # A keyed event whose key is already stored is an update: it always replaces the old trace,
@@ -258,6 +319,7 @@ class HEIMemory:
                     batch[len(row_keys)] = key
                     rows.append(row)
                     row_keys.append(key)
+                    row_feats.append(feat)
                     if ev.key is not None:
                         known.add(ev.key)
                 decisions.append(decision)
@@ -271,6 +333,8 @@ class HEIMemory:
                 # A key repeated inside one batch: only its last version is live.
                 live = [i for i, r in enumerate(refs) if r.seq not in replaced]
                 graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]))
+                # Warm-key cache: what was just written is the likeliest to be recalled next.
+                self._cache_written([(refs[i].seq, row_feats[i], rows[i].slots) for i in live])
                 if self.settings.decay.capacity is not None:
                     self._evict_capacity(ns)
         return decisions
@@ -379,6 +443,8 @@ class HEIMemory:
         self._latencies.append(timings["total"])
         self.telemetry.observe_recall(timings, tokens)
         self._note_recalled(top)  # feeds retention
+        if self.settings.index.prefetch and top:
+            self._schedule_prefetch(ns, top[: self.settings.index.prefetch_seeds])
         return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
 
     def _features(self, ns: str, seqs: list[int]) -> dict[int, np.ndarray]:
@@ -393,12 +459,71 @@ class HEIMemory:
                 else:
                     self._feat_cache.move_to_end(s)
                     out[s] = f
+                    if self._prefetched:
+                        if s in self._prefetched:
+                            self._prefetched.discard(s)
+                            self._cache_counts["prefetch_hits"] += 1
+            self._cache_counts["hits"] += len(out)
+            self._cache_counts["misses"] += len(missing)
         if missing:
             # Ranking features only: every trace recall returns is fetched again with the provenance check.
             traces, fmap, _errors = self.store.fetch(ns, missing, attest=False)
             self._cache_features(fmap, traces)
             out.update(fmap)
         return out
+
+    def cache_stats(self) -> dict[str, float]:
+        """Warm-key cache figures since start: entries, capacity, hits and misses of recall's feature
+        lookups, hit rate, entries loaded by prefetch and how many of those a recall then used."""
+        with self._touch_lock:
+            c = dict(self._cache_counts)
+            size = len(self._feat_cache)
+        looked = c["hits"] + c["misses"]
+        return {"entries": size, "capacity": self.settings.index.feature_cache, **c,
+                "hit_rate": c["hits"] / looked if looked else 0.0,
+                "prefetch_use_rate": c["prefetch_hits"] / c["prefetched"] if c["prefetched"] else 0.0}
+
+    def reset_cache_stats(self) -> None:
+        with self._touch_lock:
+            self._cache_counts = dict.fromkeys(self._cache_counts, 0)
+            self._prefetched.clear()
+
+    def _schedule_prefetch(self, ns: str, seqs: list[int]) -> None:
+        """Queue the ANN neighbours of just-recalled traces for loading into the warm-key cache.
+
+        A follow-up question usually lands near the last answer, so its candidates are then
+        already decrypted. Runs in one daemon thread; a full queue drops the request.
+        """
+        if self._prefetcher is None or not self._prefetcher.is_alive():
+            self._prefetcher = threading.Thread(target=self._prefetch_loop, name="hei-nw-prefetch", daemon=True)
+            self._prefetcher.start()
+        try:
+            self._prefetch_q.put_nowait((ns, seqs))
+        except queue.Full:
+            pass
+
+    def _prefetch_loop(self) -> None:
+        while (job := self._prefetch_q.get()) is not None:
+            ns, seqs = job
+            try:
+                graph = self.index.get(ns)
+                if graph is None:
+                    continue
+                want: list[int] = []
+                for seq in seqs:
+                    vec = graph.vector(seq)
+                    if vec is not None:
+                        want.extend(int(i) for i in graph.search(vec, self.settings.index.candidates)[0])
+                with self._touch_lock:
+                    missing = list(dict.fromkeys(s for s in want if s not in self._feat_cache))
+                if missing:
+                    traces, fmap, _errors = self.store.fetch(ns, missing, attest=False)
+                    self._cache_features(fmap, traces)
+                    with self._touch_lock:
+                        self._cache_counts["prefetched"] += len(fmap)
+                        self._prefetched.update(fmap)
+            except Exception:  # advisory: a failed prefetch only costs the next recall a decrypt
+                log.debug("prefetch failed", exc_info=True)
 
     def warm_features(self, *, namespace: str = DEFAULT_NAMESPACE, batch: int = 2048) -> int:
         """Decrypt the namespace's dense features into the in-process cache (up to its capacity)
@@ -417,6 +542,18 @@ class HEIMemory:
         with self._touch_lock:
             for s, f in fmap.items():
                 self._feat_cache[s] = f.astype(np.float16)
+            while len(self._feat_cache) > cap:
+                old, _ = self._feat_cache.popitem(last=False)
+                self._slot_cache.pop(old, None)
+
+    def _cache_written(self, entries: Sequence[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
+        cap = self.settings.index.feature_cache
+        if cap == 0:
+            return
+        with self._touch_lock:
+            for seq, feat, slots in entries[-cap:]:
+                self._feat_cache[seq] = feat.astype(np.float16)
+                self._slot_cache[seq] = slots
             while len(self._feat_cache) > cap:
                 old, _ = self._feat_cache.popitem(last=False)
                 self._slot_cache.pop(old, None)
@@ -622,10 +759,14 @@ class HEIMemory:
             replay_queue=len(self.store.replay_rows(ns)), gate=self.gate.telemetry.summary(ns),
             recall_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
             recall_p95_ms=float(np.percentile(lat, 95)) if lat is not None else None,
+            feature_cache=self.cache_stats(),
         )
 
     def close(self) -> None:
         """Flush recall counts, save index files, release connections."""
+        if self._prefetcher is not None and self._prefetcher.is_alive():
+            self._prefetch_q.put(None)
+            self._prefetcher.join()
         if self._flusher is not None:
             self._flusher.join()
         self.flush()
@@ -690,6 +831,11 @@ class HEIMemory:
 
     async def aset_expiry(self, trace_id: str, ttl_s: float | None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         await asyncio.to_thread(self.set_expiry, trace_id, ttl_s, namespace=namespace)
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int],

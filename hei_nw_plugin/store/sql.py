@@ -149,6 +149,10 @@ class SQLTraceStore:
 
     def _append(self, conn: Connection, namespace: str, event_name: str, trace_id: str | None, body: dict[str, Any]) -> str:
         """Append one signed provenance record and move the chain head (inside ``conn``'s transaction)."""
+        return self._append_many(conn, [(namespace, event_name, trace_id, body)])
+
+    def _append_many(self, conn: Connection, entries: Sequence[tuple[str, str, str | None, dict[str, Any]]]) -> str:
+        """Append signed provenance records in order, chained, in one statement; returns the new head."""
         prev = conn.info.get(_HEAD)
         if prev is None:
             head_q = select(meta.c.value).where(meta.c.name == "chain_head")
@@ -156,52 +160,83 @@ class SQLTraceStore:
                 head_q = head_q.with_for_update()  # held to commit: writers append one after another
             prev = conn.execute(head_q).scalar_one()
         signer_id, sk = self.keys.signer()
-        record = {"v": 1, "event": event_name, "ns": namespace, "trace_id": trace_id, "at": time.time(), "prev": prev, "signer": signer_id, **body}
-        raw = crypto.canonical(record)
-        rhash = crypto.sha256_hex(raw)
-        conn.execute(insert(provenance).values(
-            namespace=namespace, event=event_name, trace_id=trace_id, record=raw.decode("ascii"),
-            record_hash=rhash, prev_hash=prev, signer_id=signer_id, signature=sk.sign(bytes.fromhex(rhash)),
-        ))
-        conn.info[_HEAD] = rhash  # written to meta when the transaction ends (see _tx)
-        return rhash
+        params = []
+        for namespace, event_name, trace_id, body in entries:
+            record = {"v": 1, "event": event_name, "ns": namespace, "trace_id": trace_id, "at": time.time(), "prev": prev,
+                      "signer": signer_id, **body}
+            raw = crypto.canonical(record)
+            rhash = crypto.sha256_hex(raw)
+            params.append({"namespace": namespace, "event": event_name, "trace_id": trace_id, "record": raw.decode("ascii"),
+                           "record_hash": rhash, "prev_hash": prev, "signer_id": signer_id,
+                           "signature": sk.sign(bytes.fromhex(rhash))})
+            prev = rhash
+        conn.execute(insert(provenance), params)
+        conn.info[_HEAD] = prev  # written to meta when the transaction ends (see _tx)
+        return prev
 
     # ------------------------------------------------------------------- writes
     def insert(self, rows: Sequence[NewTrace], *, priority: Sequence[float] | None = None) -> list[StoredRef]:
-        """Store traces; a row whose ``ext_key`` exists replaces the old trace (logged as a delete)."""
+        """Store traces; a row whose ``ext_key`` exists replaces the old trace (logged as a delete).
+
+        A batch without caller keys goes in as one multi-row statement per table (bulk import speed);
+        a batch with keys goes row by row, since each keyed row may replace one stored or written just before.
+        """
         kek_id = self.keys.current_kek_id()
         kek = self.keys.kek(kek_id)
-        refs: list[StoredRef] = []
+        if not rows:
+            return []
         with self._tx() as conn:
-            for i, row in enumerate(rows):
-                replaced = None
-                if row.ext_key is not None:
-                    old = conn.execute(select(traces.c.seq, traces.c.id).where(
-                        traces.c.namespace == row.namespace, traces.c.ext_key == row.ext_key)).first()
-                    if old is not None:
-                        self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
-                        replaced = int(old.seq)
-                payload = crypto.canonical({"text": row.text, "slots": row.slots, "metadata": row.metadata,
-                                            "source": row.source.model_dump(exclude_none=True),
-                                            "f": base64.b64encode(row.features).decode("ascii")})
-                aad = _aad(row.namespace, row.id, row.key_blob, row.created_at, row.ext_key)
-                blob, wrapped = crypto.seal(payload, aad, kek)
-                seq = conn.execute(insert(traces).values(
-                    id=row.id, namespace=row.namespace, ext_key=row.ext_key, key_blob=row.key_blob, payload=blob,
-                    created_at=row.created_at, expires_at=row.expires_at, pinned=row.pinned,
-                    gate_score=row.gate_score, recall_count=0,
-                ).returning(traces.c.seq)).scalar_one()
-                conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
-                conn.execute(insert(replay_queue).values(
-                    trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at,
-                    priority=priority[i] if priority is not None else row.gate_score, replay_count=0))
-                self._append(conn, row.namespace, "write", row.id, {
-                    "content_hash": crypto.sha256_hex(blob, row.key_blob), "source": row.source.model_dump(exclude_none=True),
-                    "gate": row.gate, "created_at": repr(row.created_at), "pinned": row.pinned, "ext_key": row.ext_key,
-                    "seq": int(seq), "expires_at": repr(row.expires_at),
-                })
-                refs.append(StoredRef(seq=int(seq), id=row.id, replaced_seq=replaced))
-        return refs
+            if any(r.ext_key is not None for r in rows):
+                return [self._insert_one(conn, row, kek_id, kek, priority[i] if priority is not None else row.gate_score)
+                        for i, row in enumerate(rows)]
+            sealed = [self._seal(row, kek) for row in rows]
+            seqs = [int(r.seq) for r in conn.execute(
+                insert(traces).returning(traces.c.seq, sort_by_parameter_order=True),
+                [self._trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)])]
+            conn.execute(insert(trace_keys), [{"trace_seq": seq, "kek_id": kek_id, "wrapped_dek": w}
+                                              for seq, (_b, w) in zip(seqs, sealed, strict=True)])
+            conn.execute(insert(replay_queue), [
+                {"trace_seq": seq, "namespace": row.namespace, "enqueued_at": row.created_at,
+                 "priority": priority[i] if priority is not None else row.gate_score, "replay_count": 0}
+                for i, (seq, row) in enumerate(zip(seqs, rows, strict=True))])
+            self._append_many(conn, [(row.namespace, "write", row.id, self._write_record(row, blob, seq))
+                                     for row, (blob, _w), seq in zip(rows, sealed, seqs, strict=True)])
+        return [StoredRef(seq=seq, id=row.id) for seq, row in zip(seqs, rows, strict=True)]
+
+    def _insert_one(self, conn: Connection, row: NewTrace, kek_id: str, kek: bytes, priority: float) -> StoredRef:
+        replaced = None
+        if row.ext_key is not None:
+            old = conn.execute(select(traces.c.seq, traces.c.id).where(
+                traces.c.namespace == row.namespace, traces.c.ext_key == row.ext_key)).first()
+            if old is not None:
+                self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
+                replaced = int(old.seq)
+        blob, wrapped = self._seal(row, kek)
+        seq = int(conn.execute(insert(traces).values(**self._trace_values(row, blob)).returning(traces.c.seq)).scalar_one())
+        conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
+        conn.execute(insert(replay_queue).values(
+            trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at, priority=priority, replay_count=0))
+        self._append(conn, row.namespace, "write", row.id, self._write_record(row, blob, seq))
+        return StoredRef(seq=seq, id=row.id, replaced_seq=replaced)
+
+    @staticmethod
+    def _seal(row: NewTrace, kek: bytes) -> tuple[bytes, bytes]:
+        payload = crypto.canonical({"text": row.text, "slots": row.slots, "metadata": row.metadata,
+                                    "source": row.source.model_dump(exclude_none=True),
+                                    "f": base64.b64encode(row.features).decode("ascii")})
+        return crypto.seal(payload, _aad(row.namespace, row.id, row.key_blob, row.created_at, row.ext_key), kek)
+
+    @staticmethod
+    def _trace_values(row: NewTrace, blob: bytes) -> dict[str, Any]:
+        return {"id": row.id, "namespace": row.namespace, "ext_key": row.ext_key, "key_blob": row.key_blob, "payload": blob,
+                "created_at": row.created_at, "expires_at": row.expires_at, "pinned": row.pinned,
+                "gate_score": row.gate_score, "recall_count": 0}
+
+    @staticmethod
+    def _write_record(row: NewTrace, blob: bytes, seq: int) -> dict[str, Any]:
+        return {"content_hash": crypto.sha256_hex(blob, row.key_blob), "source": row.source.model_dump(exclude_none=True),
+                "gate": row.gate, "created_at": repr(row.created_at), "pinned": row.pinned, "ext_key": row.ext_key,
+                "seq": seq, "expires_at": repr(row.expires_at)}
 
     def _delete_rows(self, conn: Connection, namespace: str, rows: Iterable[tuple[int, str]], *, reason: str) -> None:
         for seq, tid in rows:
