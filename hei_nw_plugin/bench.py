@@ -10,6 +10,7 @@ are printed and written as JSON; nothing is asserted.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import tempfile
@@ -71,6 +72,13 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
             events.append(synthetic_event(rng, len(events)))
         return events[:n] if len(events) > n else events
 
+    earlier: dict[int, dict[str, Any]] = {}  # rows of an earlier grown run, for sizes the kept store is past
+    if grow and out is not None and out.exists():
+        try:
+            prior = json.loads(out.read_text())
+            earlier = {int(r["n"]): r for r in prior.get("results", []) if r.get("grow") and prior.get("seed") == seed}
+        except (ValueError, KeyError, TypeError):
+            earlier = {}
     with tempfile.TemporaryDirectory(prefix="hei-bench-") as tmp:
         mem: HEIMemory | None = None
         for n in sizes:
@@ -89,10 +97,15 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
             fills = {"0": {"accepted": 0, "write_seconds": 0.0}} if not fills else fills
             if "accepted" in fills:  # a file from a run before grow existed: {accepted, write_seconds, filled_at}
                 fills = {str(n): fills}
-            have = mem.stats(namespace="bench").traces if mem.store.has_namespace("bench") else 0
+            have = mem.store.count("bench")
             evs = events_upto(n)
             if grow and have > n:
-                print(f"N={n:>7}  skipped: the kept store already holds {have} traces (a grown store is measured at its size or beyond)")
+                row = earlier.get(n)
+                if row is not None:  # measured when the grown store passed this size
+                    results.append({**row, "carried_over": True})
+                    print(f"N={n:>7}  kept from the run of {row.get('measured_at', '?')} (the grown store is past this size)")
+                else:
+                    print(f"N={n:>7}  skipped: the kept store already holds {have} traces (a grown store is measured at its size or beyond)")
                 continue
             if str(n) in fills and have == n:
                 if not grow or not results:
@@ -124,7 +137,8 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
             row = _measure(mem, evs, n, queries=queries, k=k, seed=seed)
             row.update({"accepted": fill["accepted"], "write_seconds": fill["write_seconds"],
                         "writes_per_s": n / fill["write_seconds"], "filled_at": fill["filled_at"],
-                        "disk_mb": _folder_mb(folder), "rss_mb": _rss_mb(), "grow": grow})
+                        "disk_mb": _folder_mb(folder), "rss_mb": _rss_mb(), "grow": grow,
+                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             if "step_writes_per_s" in fill:
                 row["step_writes_per_s"] = fill["step_writes_per_s"]
             if not grow:
@@ -133,6 +147,7 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
             lat = row["latency_ms"]
             dominant = max((kk for kk in lat if kk != "total"), key=lambda kk: lat[kk]["p50"])
             row["dominant_stage"] = dominant
+            row["load_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # was the machine quiet?
             cache = row["feature_cache"]
             print(f"N={n:>7}  write {row['writes_per_s']:.0f}/s  recall total p50 {lat['total']['p50']:.2f} ms "
                   f"p95 {lat['total']['p95']:.2f} ms  (embed p95 {lat['embed']['p95']:.2f}, ann p95 {lat['ann']['p95']:.2f}, "
@@ -197,8 +212,6 @@ def _cue(ev: MemoryEvent, rng: random.Random) -> dict[str, Any]:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
 
 
@@ -208,3 +221,117 @@ def _bar(total: int, desc: str) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="ev", leave=False)
+
+
+def bench_shards(n: int, *, keep: Path, grow: bool = False, queries: int = 200, k: int = 5, seed: int = 0,
+                 settings: HeiNwSettings | None = None, out: Path | None = None, think_ms: float = 50.0,
+                 progress: bool = True) -> dict[str, Any]:
+    """Shard fan-out and warm-key cache on one filled benchmark store (``hei-nw bench shards``).
+
+    The store is the one ``bench recall --keep`` fills (``keep/bench-<n>-s<seed>``, or the grown one).
+    Part 1 opens it with one graph, with time shards (four runs of n/4 writes) and with slot shards
+    by ``where`` (14 values), and measures build time, shard sizes, recall latency and hit@1 on the
+    same partial cues; a cue naming ``where`` searches its slot shard only. Part 2 opens it with a
+    feature cache of n/5 entries, cold, and runs short conversations (a partial cue, then
+    ``think_ms`` later a follow-up with the other slots), without and with prefetch, and reports cache
+    hit rates and the follow-ups' latency.
+    """
+    folder = keep / (f"bench-grow-s{seed}" if grow else f"bench-{n}-s{seed}")
+    if not (folder / "fill.json").exists():
+        if grow:
+            raise SystemExit(f"error: no grown store in {folder}; run bench recall --grow --keep {keep} first")
+        bench_recall([n], queries=20, k=k, seed=seed, settings=settings, keep=keep, progress=progress)
+    rng = random.Random(seed)
+    events = [synthetic_event(rng, i) for i in range(n)]
+    base = (settings or HeiNwSettings()).model_copy(deep=True)
+    base.store.data_dir = folder
+    base.store.url = None
+    qrng = random.Random(seed + 1)
+    picks = [qrng.randrange(n) for _ in range(queries)]
+    cues = [_cue(events[i], qrng) for i in picks]
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("one graph", {"shard_by": "none"}),
+        ("time shards", {"shard_by": "time", "shard_capacity": max(1, -(-n // 4))}),
+        ("slot shards (where)", {"shard_by": "slot", "shard_slot": "where"}),
+    ]
+    embedder = None
+    shard_rows: list[dict[str, Any]] = []
+    for label, over in variants:
+        s = base.model_copy(deep=True)
+        s.index = s.index.model_copy(update=over)
+        s.index.feature_cache = max(s.index.feature_cache, n + 1000)
+        t0 = time.perf_counter()
+        mem = HEIMemory(s, embedder=embedder)
+        embedder = mem.embedder
+        graph = mem._graph("bench")
+        build_s = time.perf_counter() - t0
+        mem.warm_features(namespace="bench")
+        shards = getattr(graph, "shards", None)
+        sizes = sorted((len(g) for g in shards.values()), reverse=True) if shards is not None else [len(graph)]
+        for c in cues[:10]:
+            mem.recall(c, k, namespace="bench")
+        stages: dict[str, list[float]] = {}
+        hits = routed = 0
+        for i, c in zip(picks, cues, strict=True):
+            r = mem.recall(c, k, namespace="bench")
+            for name, ms in r.timings_ms.items():
+                stages.setdefault(name, []).append(ms)
+            hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
+            routed += over["shard_by"] == "slot" and "where" in c["slots"]
+        mem.close()
+        row: dict[str, Any] = {"variant": label, "index": over, "n": n, "shards": len(sizes), "shard_sizes": sizes,
+               "open_and_build_s": build_s, "queries": queries, "hit_at_1": hits / queries,
+               "routed_share": routed / queries, "latency_ms": {name: _pct(v) for name, v in stages.items()}}
+        lat = row["latency_ms"]
+        print(f"{label:<22} shards {len(sizes):>2}  open/build {build_s:7.1f} s  recall p50 {lat['total']['p50']:.2f} ms "
+              f"p95 {lat['total']['p95']:.2f} ms  ann p95 {lat['ann']['p95']:.2f} ms  hit@1 {row['hit_at_1']:.3f}  "
+              f"routed {row['routed_share']:.2f}", flush=True)
+        shard_rows.append(row)
+
+    cache_rows: list[dict[str, Any]] = []
+    convo = [(events[i], qrng) for i in picks]
+    for prefetch in (False, True):
+        s = base.model_copy(deep=True)
+        s.index.feature_cache = max(1, n // 5)
+        s.index.prefetch = prefetch
+        mem = HEIMemory(s, embedder=embedder)
+        mem._graph("bench")
+        mem.reset_cache_stats()
+        first_ms: list[float] = []
+        follow_ms: list[float] = []
+        follow_hits = follow_looked = 0
+        crng = random.Random(seed + 2)
+        for ev, _r in convo:
+            names = [x for x in ev.slots if x != "ref"]
+            half = crng.sample(names, len(names) // 2)
+            rest = [x for x in names if x not in half]
+            a = {x: ev.slots[x] for x in half}
+            b = {x: ev.slots[x] for x in rest}
+            first_ms.append(mem.recall({"text": "What happened with " + ", ".join(map(str, a.values())) + "?", "slots": a},
+                                       k, namespace="bench").timings_ms["total"])
+            time.sleep(think_ms / 1000)
+            before = mem.cache_stats()
+            follow_ms.append(mem.recall({"text": "And what about " + ", ".join(map(str, b.values())) + "?", "slots": b},
+                                        k, namespace="bench").timings_ms["total"])
+            after = mem.cache_stats()
+            follow_hits += int(after["hits"] - before["hits"])
+            follow_looked += int(after["hits"] + after["misses"] - before["hits"] - before["misses"])
+        stats = mem.cache_stats()
+        mem.close()
+        row = {"prefetch": prefetch, "feature_cache": s.index.feature_cache, "conversations": len(convo),
+               "think_ms": think_ms, "hit_rate_all": stats["hit_rate"],
+               "hit_rate_follow_up": follow_hits / follow_looked if follow_looked else 0.0,
+               "prefetched": stats["prefetched"], "prefetch_use_rate": stats["prefetch_use_rate"],
+               "first_ms": _pct(first_ms), "follow_up_ms": _pct(follow_ms)}
+        print(f"cache {s.index.feature_cache} prefetch {'on ' if prefetch else 'off'}  hit rate all {row['hit_rate_all']:.3f}  "
+              f"follow-up {row['hit_rate_follow_up']:.3f}  prefetched {stats['prefetched']:.0f} (used {row['prefetch_use_rate']:.2f})  "
+              f"follow-up p50 {row['follow_up_ms']['p50']:.2f} ms p95 {row['follow_up_ms']['p95']:.2f} ms", flush=True)
+        cache_rows.append(row)
+    report = {"benchmark": "shards", "n": n, "store": folder.name, "seed": seed,
+              "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+              "shards": shard_rows, "cache": cache_rows}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report

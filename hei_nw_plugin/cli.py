@@ -144,6 +144,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
                  keep=Path(args.keep) if args.keep else None, grow=args.grow)
 
 
+def cmd_bench_shards(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.bench import bench_shards
+
+    bench_shards(args.n, keep=Path(args.keep), grow=args.grow, queries=args.queries, k=args.k, seed=args.seed,
+                 settings=_settings(args), out=Path(args.out))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from hei_nw_plugin.demo import run_demo
 
@@ -225,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--keep", default=None, help="keep the filled stores in this folder and reuse them on later runs")
     br.add_argument("--grow", action="store_true", help="one store filled up to each size in turn (a 1M run writes 1M traces, not 1.11M)")
     br.set_defaults(func=cmd_bench)
+
+    bs = bsub.add_parser("shards", help="shard fan-out and warm-key cache / prefetch on a kept benchmark store")
+    bs.add_argument("--n", type=int, default=100000)
+    bs.add_argument("--keep", required=True, help="folder of kept benchmark stores (filled here when missing)")
+    bs.add_argument("--grow", action="store_true", help="use the store of bench recall --grow")
+    bs.add_argument("--queries", type=int, default=200)
+    bs.add_argument("-k", type=int, default=5)
+    bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument("--out", default="reports/reliability/shards.json")
+    bs.set_defaults(func=cmd_bench_shards)
 
     dm = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
     dm.add_argument("--engine-only", action="store_true", help="skip the language model part")

@@ -55,7 +55,13 @@ class IndexSettings(_Section):
     candidates: int = Field(64, ge=1, le=1024, description="ANN candidates handed to Hopfield completion per recall.")
     feature_cache: int = Field(200_000, ge=0, description="Dense feature vectors kept decrypted in process memory (entries, ~1.3 kB each) so recall decrypts only the traces it returns.")
     prefetch: bool = Field(False, description="After each recall, load the ANN neighbours of the top traces into the feature cache in a background thread (helps follow-up questions when the store outgrows feature_cache).")
-    prefetch_seeds: int = Field(2, ge=1, le=16, description="Top recalled traces whose neighbourhoods are prefetched.")
+    prefetch_seeds: int = Field(1, ge=1, le=16, description="Top recalled traces whose neighbourhoods (2 x candidates each) are prefetched.")
+    shard_by: Literal["none", "time", "slot"] = Field(
+        "none", description="Split each namespace's keys into several HNSW graphs searched by fan-out: 'time' starts a new "
+                            "shard every shard_capacity writes (older shards stop growing), 'slot' keeps one shard per value "
+                            "of the slot shard_slot (a cue or where-filter naming that slot searches its shard only).")
+    shard_capacity: int = Field(250_000, ge=1, description="Traces per time shard (shards are runs of consecutive writes).")
+    shard_slot: str = Field("domain", min_length=1, description="Slot whose value picks the shard when shard_by='slot'.")
     save_every: int = Field(1000, ge=1, description="Persist the index file after this many changes, or a tenth of the graph if that is more (the store stays the source of truth).")
     blas_threads: int | None = Field(
         1, ge=1, le=256,

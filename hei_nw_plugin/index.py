@@ -18,9 +18,9 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from hei_nw_plugin.config import IndexSettings
 log = logging.getLogger(__name__)
 
 KeyLoader = Callable[[list[int]], np.ndarray]
+SlotLoader = Callable[[list[int]], dict[int, dict[str, Any]]]
+"""Slots of stored traces by seq (a seq missing from the answer is gone)."""
 
 _NUMPY_DTYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8}
 
@@ -36,15 +38,13 @@ _NUMPY_DTYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8}
 class ANNIndex(Protocol):
     """The index interface the engine relies on (keys are integer row ids)."""
 
-    def vector(self, key: int) -> np.ndarray | None:
-        """The stored key vector of ``key`` as float32, or None when absent."""
-        with self._lock:
-            vec = self._index.get(int(key), dtype=np.float32)
-            return None if vec is None else np.asarray(vec, dtype=np.float32).reshape(-1)
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+    def add(self, ids: np.ndarray, vectors: np.ndarray, *, slots: Sequence[Mapping[str, Any]] | None = None) -> None: ...
     def remove(self, ids: Iterable[int]) -> None: ...
-    def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def vector(self, key: int) -> np.ndarray | None: ...
+    def ids(self) -> np.ndarray: ...
+    def save(self) -> None: ...
+    def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]: ...
     def __len__(self) -> int: ...
 
 
@@ -93,7 +93,14 @@ class USearchIndex:
         with self._lock:
             return np.fromiter((int(k) for k in self._index.keys), dtype=np.uint64, count=len(self._index))
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def vector(self, key: int) -> np.ndarray | None:
+        """The stored key vector of ``key`` as float32, or None when absent."""
+        with self._lock:
+            vec = self._index.get(int(key), dtype="f32")
+            return None if vec is None else np.asarray(vec, dtype=np.float32).reshape(-1)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, *, slots: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add keys (``slots`` only matters to a sharded index)."""
         if len(ids) == 0:
             return
         with self._lock:
@@ -120,7 +127,8 @@ class USearchIndex:
             self._removed.add(np.ascontiguousarray(vec).tobytes())
         self._index.remove(key)
 
-    def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``count`` nearest keys as (ids, similarities); ``route`` only matters to a sharded index."""
         with self._lock:
             if len(self._index) == 0:
                 return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
@@ -204,31 +212,171 @@ class USearchIndex:
 
 
 
+class ShardedIndex:
+    """One namespace's keys split over several :class:`USearchIndex` shards, searched by fan-out.
+
+    ``time`` shards hold runs of ``shard_capacity`` consecutive seqs ((seq - 1) // capacity), so all
+    writes go to the newest shard and older ones stop growing. ``slot`` shards hold one value of
+    the slot ``shard_slot`` each (traces without it share a default shard); a search given that
+    value as ``route`` reads its shard only. Shard files are named by a hash of the namespace and
+    the shard value, so slot values never appear in file names. Every other search fans out to
+    all shards and merges their candidates by similarity.
+    """
+
+    def __init__(self, ndim: int, settings: IndexSettings, folder: Path | None, stem: str,
+                 load_slots: SlotLoader | None = None) -> None:
+        self.ndim = ndim
+        self.settings = settings
+        self.folder = folder
+        self.stem = stem
+        self.load_slots = load_slots
+        self._shards: dict[str, USearchIndex] = {}
+        self._lock = threading.RLock()
+        self.loaded_from_disk = False
+        if folder is not None and folder.exists():
+            for f in sorted(folder.glob(f"{stem}-*.usearch")):
+                tag = f.stem[len(stem) + 1:]
+                graph = USearchIndex(ndim, settings, f)
+                self.loaded_from_disk |= graph.loaded_from_disk
+                self._shards[tag] = graph
+
+    @property
+    def shards(self) -> dict[str, USearchIndex]:
+        return dict(self._shards)
+
+    def _tag(self, value: Any) -> str:
+        st = self.settings
+        return hashlib.sha256(f"{self.stem}|{st.shard_by}|{st.shard_slot}|{value!r}".encode()).hexdigest()[:16]
+
+    def _tags_for(self, ids: Sequence[int], slots: Sequence[Mapping[str, Any] | None] | None) -> list[str]:
+        if self.settings.shard_by == "time":
+            return [f"t{(int(i) - 1) // self.settings.shard_capacity:06d}" for i in ids]  # seqs start at 1
+        if slots is None:
+            found = self.load_slots([int(i) for i in ids]) if self.load_slots is not None else {}
+            slots = [found.get(int(i)) for i in ids]
+        return [self._tag((sl or {}).get(self.settings.shard_slot)) for sl in slots]
+
+    def _shard(self, tag: str) -> USearchIndex:
+        graph = self._shards.get(tag)
+        if graph is None:
+            path = self.folder / f"{self.stem}-{tag}.usearch" if self.folder is not None else None
+            graph = self._shards[tag] = USearchIndex(self.ndim, self.settings, path)
+        return graph
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self._shards.values())
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            parts = [g.ids() for g in self._shards.values()]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, *, slots: Sequence[Mapping[str, Any]] | None = None) -> None:
+        if len(ids) == 0:
+            return
+        ids = np.asarray(ids, dtype=np.uint64)
+        with self._lock:
+            self.remove(int(i) for i in ids if self._holder(int(i)) is not None)  # re-adding replaces, wherever it was
+            tags = self._tags_for([int(i) for i in ids], slots)
+            for tag in dict.fromkeys(tags):
+                pick = np.array([t == tag for t in tags])
+                self._shard(tag).add(ids[pick], vectors[pick])
+
+    def _holder(self, key: int) -> USearchIndex | None:
+        for graph in self._shards.values():
+            if key in graph._index:
+                return graph
+        return None
+
+    def remove(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            for i in ids:
+                graph = self._holder(int(i))
+                if graph is not None:
+                    graph.remove([int(i)])
+
+    def vector(self, key: int) -> np.ndarray | None:
+        graph = self._holder(int(key))
+        return graph.vector(key) if graph is not None else None
+
+    def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest ``count`` keys over every shard (or only ``route``'s shard, for slot shards)."""
+        with self._lock:
+            if route is not None and self.settings.shard_by == "slot":
+                graph = self._shards.get(self._tag(route))
+                return graph.search(vector, count) if graph is not None else (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32))
+            hits = [g.search(vector, count) for g in self._shards.values() if len(g)]
+        if not hits:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
+        keys = np.concatenate([h[0] for h in hits])
+        sims = np.concatenate([h[1] for h in hits])
+        top = np.argsort(-sims, kind="stable")[:count]
+        return keys[top], sims[top]
+
+    def save(self) -> None:
+        with self._lock:
+            for graph in self._shards.values():
+                graph.save()
+
+    def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]:
+        """Make the shards hold exactly ``store_ids``: stale entries leave their shard, missing ones join theirs."""
+        with self._lock:
+            store_ids = np.asarray(store_ids, dtype=np.uint64)
+            expected: dict[str, list[np.ndarray]] = {}
+            placed = []
+            for tag, graph in self._shards.items():
+                keep = np.intersect1d(graph.ids(), store_ids, assume_unique=True)
+                expected[tag] = [keep]
+                placed.append(keep)
+            missing = np.setdiff1d(store_ids, np.concatenate(placed) if placed else np.zeros(0, dtype=np.uint64), assume_unique=True)
+            for start in range(0, len(missing), 4096):
+                chunk = missing[start:start + 4096]
+                tags = self._tags_for([int(i) for i in chunk], None)
+                for tag in dict.fromkeys(tags):
+                    expected.setdefault(tag, []).append(chunk[np.array([t == tag for t in tags])])
+            added = removed = 0
+            for tag, parts in expected.items():
+                a, r = self._shard(tag).reconcile(np.concatenate(parts), load_keys)
+                added, removed = added + a, removed + r
+            return added, removed
+
+
 class NamespacedIndex:
-    """One :class:`USearchIndex` per namespace, created lazily, files under ``folder``."""
+    """One index per namespace (a :class:`USearchIndex`, or a :class:`ShardedIndex` when
+    ``shard_by`` is set), created lazily, files under ``folder``."""
 
     def __init__(self, ndim: int, settings: IndexSettings, folder: Path | None) -> None:
         self.ndim = ndim
         self.settings = settings
         self.folder = folder
-        self._graphs: dict[str, USearchIndex] = {}
+        self._graphs: dict[str, USearchIndex | ShardedIndex] = {}
         self._lock = threading.Lock()
+
+    def _stem(self, namespace: str) -> str:
+        return hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:32]
 
     def path_for(self, namespace: str) -> Path | None:
         if self.folder is None:
             return None
-        digest = hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:32]
-        return self.folder / f"{digest}.usearch"
+        return self.folder / f"{self._stem(namespace)}.usearch"
 
-    def get(self, namespace: str) -> USearchIndex | None:
+    def get(self, namespace: str) -> USearchIndex | ShardedIndex | None:
         return self._graphs.get(namespace)
 
-    def open(self, namespace: str, store_ids: np.ndarray, load_keys: KeyLoader) -> USearchIndex:
+    def open(self, namespace: str, store_ids: np.ndarray, load_keys: KeyLoader,
+             load_slots: SlotLoader | None = None) -> USearchIndex | ShardedIndex:
         """The namespace's graph, loaded from disk and reconciled with the store on first use."""
         with self._lock:
             graph = self._graphs.get(namespace)
             if graph is None:
-                graph = USearchIndex(self.ndim, self.settings, self.path_for(namespace))
+                if self.settings.shard_by == "none":
+                    graph = USearchIndex(self.ndim, self.settings, self.path_for(namespace))
+                else:
+                    st = self.settings
+                    layout = f"time-{st.shard_capacity}" if st.shard_by == "time" else \
+                        "slot-" + hashlib.sha256(st.shard_slot.encode("utf-8")).hexdigest()[:12]
+                    folder = self.folder / layout if self.folder is not None else None
+                    graph = ShardedIndex(self.ndim, self.settings, folder, self._stem(namespace), load_slots)
                 graph.reconcile(store_ids, load_keys)
                 self._graphs[namespace] = graph
             return graph

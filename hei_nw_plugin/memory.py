@@ -36,7 +36,7 @@ from hei_nw_plugin.errors import (
 )
 from hei_nw_plugin.gate import SurpriseScorer, WriteGate
 from hei_nw_plugin.hopfield import HopfieldCompleter
-from hei_nw_plugin.index import NamespacedIndex, USearchIndex
+from hei_nw_plugin.index import ANNIndex, NamespacedIndex
 from hei_nw_plugin.keyer import DGKeyer, pack_sparse
 from hei_nw_plugin.pack import Packer, TokenCounter, redact
 from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
@@ -115,6 +115,7 @@ class HEIMemory:
         self._flusher: threading.Thread | None = None
         self._feat_cache: OrderedDict[int, np.ndarray] = OrderedDict()  # seq -> dense features (float16)
         self._slot_cache: dict[int, dict[str, Any]] = {}  # seq -> slots, for newest-wins ranking
+        self._sig_cache: dict[int, Signatures] = {}  # seq -> slot_signatures(slots), filled by recall
         self._touch_lock = threading.Lock()
         self._cache_counts = {"hits": 0, "misses": 0, "prefetched": 0, "prefetch_hits": 0}
         self._prefetched: set[int] = set()  # loaded by prefetch and not yet used by a recall
@@ -215,11 +216,17 @@ class HEIMemory:
         self._check_slots(c.slots)
         return c
 
-    def _graph(self, namespace: str) -> USearchIndex:
+    def _graph(self, namespace: str) -> ANNIndex:
         graph = self.index.get(namespace)
         if graph is None:
-            graph = self.index.open(namespace, self.store.seqs(namespace), self.store.key_vectors)
+            graph = self.index.open(namespace, self.store.seqs(namespace), self.store.key_vectors,
+                                    lambda seqs: self._slots_of(namespace, seqs))
         return graph
+
+    def _slots_of(self, ns: str, seqs: list[int]) -> dict[int, dict[str, Any]]:
+        """Slots of stored traces (decrypted; used to place traces in slot shards when the index is rebuilt)."""
+        traces, _f, _errors = self.store.fetch(ns, seqs, attest=False)
+        return {s: t.slots for s, t in traces.items()}
 
     def _redact(self, text: str) -> str:
         p = self.settings.pack
@@ -332,14 +339,15 @@ class HEIMemory:
                     self.telemetry.observe_removed("replaced", len(replaced))
                 # A key repeated inside one batch: only its last version is live.
                 live = [i for i, r in enumerate(refs) if r.seq not in replaced]
-                graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]))
+                graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]),
+                          slots=[rows[i].slots for i in live])
                 # Warm-key cache: what was just written is the likeliest to be recalled next.
                 self._cache_written([(refs[i].seq, row_feats[i], rows[i].slots) for i in live])
                 if self.settings.decay.capacity is not None:
                     self._evict_capacity(ns)
         return decisions
 
-    def _nearest(self, graph: USearchIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
+    def _nearest(self, graph: ANNIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
         """Cosine to the closest stored key or earlier accepted key of the same batch (None if there is none)."""
         best: float | None = None
         if len(graph):
@@ -380,7 +388,10 @@ class HEIMemory:
         timings["embed"] = (t1 - t0) * 1000
         graph = self._graph(ns)
         n_cand = max(self.settings.index.candidates, k * (4 if where else 1))
-        seqs, sims = graph.search(key, n_cand)
+        shard_slot = self.settings.index.shard_slot
+        route = c.slots.get(shard_slot, (where or {}).get(shard_slot))  # read by slot-sharded indexes only
+        route = self._redact(route) if isinstance(route, str) else route  # stored slots are redacted copies
+        seqs, sims = graph.search(key, n_cand, route=route)
         t2 = time.perf_counter()
         timings["ann"] = (t2 - t1) * 1000
         seq_list = [int(s) for s in seqs]
@@ -409,7 +420,8 @@ class HEIMemory:
                 weights = np.zeros_like(scores)
             cue_sims = X @ feat
             if self.settings.hopfield.supersede_slots:
-                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand, c.slots)
+                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand, c.slots,
+                                    [self._signatures(s) for s in cand])
             ranked = [int(j) for j in np.argsort(-scores, kind="stable")]
             if min_similarity is not None:
                 ranked = [j for j in ranked if float(cue_sims[j]) >= min_similarity]
@@ -486,10 +498,9 @@ class HEIMemory:
     def reset_cache_stats(self) -> None:
         with self._touch_lock:
             self._cache_counts = dict.fromkeys(self._cache_counts, 0)
-            self._prefetched.clear()
 
     def _schedule_prefetch(self, ns: str, seqs: list[int]) -> None:
-        """Queue the ANN neighbours of just-recalled traces for loading into the warm-key cache.
+        """Queue the ANN neighbours (2 x candidates each) of just-recalled traces for the warm-key cache.
 
         A follow-up question usually lands near the last answer, so its candidates are then
         already decrypted. Runs in one daemon thread; a full queue drops the request.
@@ -505,6 +516,9 @@ class HEIMemory:
     def _prefetch_loop(self) -> None:
         while (job := self._prefetch_q.get()) is not None:
             ns, seqs = job
+            if len(self._prefetched) > self.settings.index.feature_cache:  # evicted unused entries linger here
+                with self._touch_lock:
+                    self._prefetched.intersection_update(self._feat_cache)
             try:
                 graph = self.index.get(ns)
                 if graph is None:
@@ -513,7 +527,7 @@ class HEIMemory:
                 for seq in seqs:
                     vec = graph.vector(seq)
                     if vec is not None:
-                        want.extend(int(i) for i in graph.search(vec, self.settings.index.candidates)[0])
+                        want.extend(int(i) for i in graph.search(vec, 2 * self.settings.index.candidates)[0])
                 with self._touch_lock:
                     missing = list(dict.fromkeys(s for s in want if s not in self._feat_cache))
                 if missing:
@@ -524,6 +538,8 @@ class HEIMemory:
                         self._prefetched.update(fmap)
             except Exception:  # advisory: a failed prefetch only costs the next recall a decrypt
                 log.debug("prefetch failed", exc_info=True)
+            finally:
+                self._prefetch_q.task_done()
 
     def warm_features(self, *, namespace: str = DEFAULT_NAMESPACE, batch: int = 2048) -> int:
         """Decrypt the namespace's dense features into the in-process cache (up to its capacity)
@@ -545,6 +561,15 @@ class HEIMemory:
             while len(self._feat_cache) > cap:
                 old, _ = self._feat_cache.popitem(last=False)
                 self._slot_cache.pop(old, None)
+                self._sig_cache.pop(old, None)
+
+    def _signatures(self, seq: int) -> Signatures:
+        sig = self._sig_cache.get(seq)
+        if sig is None:
+            sig = slot_signatures(self._slot_cache.get(seq))
+            if seq in self._slot_cache:
+                self._sig_cache[seq] = sig
+        return sig
 
     def _cache_written(self, entries: Sequence[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
         cap = self.settings.index.feature_cache
@@ -557,12 +582,14 @@ class HEIMemory:
             while len(self._feat_cache) > cap:
                 old, _ = self._feat_cache.popitem(last=False)
                 self._slot_cache.pop(old, None)
+                self._sig_cache.pop(old, None)
 
     def _forget_features(self, seqs: Sequence[int]) -> None:
         with self._touch_lock:
             for s in seqs:
                 self._feat_cache.pop(int(s), None)
                 self._slot_cache.pop(int(s), None)
+                self._sig_cache.pop(int(s), None)
 
     def _note_recalled(self, seqs: list[int]) -> None:
         now = time.time()
@@ -756,7 +783,7 @@ class HEIMemory:
         return MemoryStats(
             namespace=ns, traces=self.store.count(ns), namespaces=len(self.store.namespaces()),
             index_size=len(graph) if graph else sum(len(g) for g in self.index._graphs.values()),
-            replay_queue=len(self.store.replay_rows(ns)), gate=self.gate.telemetry.summary(ns),
+            replay_queue=self.store.replay_count(ns), gate=self.gate.telemetry.summary(ns),
             recall_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
             recall_p95_ms=float(np.percentile(lat, 95)) if lat is not None else None,
             feature_cache=self.cache_stats(),
@@ -838,8 +865,21 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+Signatures = tuple[tuple[str, int], ...]
+"""A trace's leave-one-out slot signatures for newest-wins: (slot left out, hash of the rest)."""
+
+
+def slot_signatures(slots: Mapping[str, Any] | None) -> Signatures:
+    """Signatures of one trace's slots (empty below three slots: see :func:`_supersede`)."""
+    if not slots or len(slots) < 3:  # two slots differing in one could be two facts about one subject
+        return ()
+    items = sorted((str(k), _hashable(v)) for k, v in slots.items())
+    keys = tuple(k for k, _ in items)
+    return tuple((x, hash((keys, x, tuple(items[:pos] + items[pos + 1:])))) for pos, (x, _v) in enumerate(items))
+
+
 def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int],
-               cue_slots: Mapping[str, Any] | None = None) -> np.ndarray:
+               cue_slots: Mapping[str, Any] | None = None, sigs: Sequence[Signatures] | None = None) -> np.ndarray:
     """Newest wins among versions of one fact.
 
     Two traces are versions of one fact when their slots have the same keys (at
@@ -850,29 +890,25 @@ def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], se
 
     Pairs are found through leave-one-out signatures (same keys, same values but
     for slot ``x``), so the cost is linear in candidates × slots, not quadratic.
+    ``sigs`` are the candidates' :func:`slot_signatures` when the caller keeps them cached.
     """
     cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
     out = scores.copy()
-    buckets: dict[tuple[Any, ...], list[int]] = {}
-    memberships: dict[int, list[tuple[str, tuple[Any, ...]]]] = {}
-    for i, si in enumerate(slots):
-        if not si or len(si) < 3:  # two slots differing in one could be two facts about one subject
-            continue
-        items = sorted((str(k), _hashable(v)) for k, v in si.items())
-        keys = tuple(k for k, _ in items)
-        for pos, (x, _value) in enumerate(items):
-            sig = (keys, x, tuple(items[:pos] + items[pos + 1:]))
-            buckets.setdefault(sig, []).append(i)
-            memberships.setdefault(i, []).append((x, sig))
-    for i in sorted(memberships, key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
+    sigs = sigs if sigs is not None else [slot_signatures(si) for si in slots]
+    buckets: dict[tuple[str, int], list[int]] = {}
+    for i, sg in enumerate(sigs):
+        for member in sg:
+            buckets.setdefault(member, []).append(i)
+    for i in sorted((i for i, sg in enumerate(sigs) if sg), key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
         si = slots[i]
         assert si is not None
-        for x, sig in memberships[i]:
+        for member in sigs[i]:
+            x = member[0]
             if cue.get(x) == str(si[x]).strip().lower():
                 continue  # the cue asks for this very version
-            for j in buckets[sig]:
+            for j in buckets[member]:
                 sj = slots[j]
-                if seqs[j] > seqs[i] and sj is not None and sj[x] != si[x]:
+                if seqs[j] > seqs[i] and sj is not None and sj.get(x, si[x]) != si[x]:
                     out[i] = min(out[i], out[j] - 1e-4)
     return out
 

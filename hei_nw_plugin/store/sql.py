@@ -583,6 +583,13 @@ class SQLTraceStore:
         with self._read() as conn:
             return list(conn.execute(q.order_by(replay_queue.c.trace_seq)).all())
 
+    def replay_count(self, namespace: str | None = None) -> int:
+        q = select(func.count()).select_from(replay_queue)
+        if namespace is not None:
+            q = q.where(replay_queue.c.namespace == namespace)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def mark_replayed(self, seqs: Sequence[int]) -> None:
         """Add one to the replay count of each queued trace in ``seqs`` (deleted ones are ignored)."""
         if not seqs:

@@ -355,7 +355,7 @@ def _supersede_pairwise(scores, slots, seqs, cue_slots=None):  # type: ignore[no
 
 
 def test_supersede_equals_the_pairwise_definition_on_random_candidate_sets() -> None:
-    from hei_nw_plugin.memory import _supersede
+    from hei_nw_plugin.memory import _supersede, slot_signatures
 
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -368,4 +368,7 @@ def test_supersede_equals_the_pairwise_definition_on_random_candidate_sets() -> 
         seqs = [int(x) for x in rng.permutation(1000)[:n]]
         scores = rng.random(n).astype(np.float32)
         cue = {"value": "value1"} if rng.random() < 0.5 else None
-        np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue), _supersede_pairwise(scores, slots, seqs, cue))
+        expected = _supersede_pairwise(scores, slots, seqs, cue)
+        np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue), expected)
+        cached = [slot_signatures(si) for si in slots]  # what recall keeps per seq
+        np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue, cached), expected)
