@@ -115,6 +115,11 @@ class EngineTelemetry:
         self.traces_live = r.gauge("traces", "Live traces in the store (at scrape time).")
         self.namespaces_live = r.gauge("namespaces", "Namespaces holding live traces (at scrape time).")
         self.index_entries = r.gauge("index_entries", "Keys in the loaded HNSW graphs of this process (at scrape time).")
+        self.cache_lookups = r.gauge("feature_cache_lookups", "Recall's warm-key cache lookups since start, by result (hit, miss) (at scrape time).", ("result",))
+        self.cache_hit_rate = r.gauge("feature_cache_hit_rate", "Share of recall's feature lookups served by the warm-key cache since start (at scrape time).")
+        self.cache_entries = r.gauge("feature_cache_entries", "Decrypted feature vectors held by the warm-key cache (at scrape time).")
+        self.prefetched = r.gauge("prefetched_entries", "Entries loaded by prefetch since start, and those a recall then used (at scrape time).", ("state",))
+        self.shards = r.gauge("index_shards", "HNSW graphs (shards) loaded in this process (at scrape time).")
         self.clutter_target.set(gate_target_per_1k)
         self.clutter_bound.set(s.clutter_alert_per_1k)
         self.pack_budget.set(pack_budget_tokens)
@@ -270,6 +275,14 @@ class EngineTelemetry:
         self.traces_live.set(memory.store.count())
         self.namespaces_live.set(len(memory.store.namespaces()))
         self.index_entries.set(sum(len(g) for g in memory.index._graphs.values()))
+        self.shards.set(sum(len(getattr(g, "shards", None) or {0: g}) for g in memory.index._graphs.values()))
+        cache = memory.cache_stats()
+        self.cache_lookups.set(cache["hits"], result="hit")
+        self.cache_lookups.set(cache["misses"], result="miss")
+        self.cache_hit_rate.set(cache["hit_rate"])
+        self.cache_entries.set(cache["entries"])
+        self.prefetched.set(cache["prefetched"], state="loaded")
+        self.prefetched.set(cache["prefetch_hits"], state="used")
 
     def render(self, memory: HEIMemory | None = None) -> str:
         """All metrics in the Prometheus text format; with ``memory``, the store-size gauges are read first."""

@@ -186,3 +186,12 @@ def test_usearch_and_sharded_index_share_one_interface(tmp_path: Path) -> None:
         assert np.allclose(g.vector(8), vecs[7], atol=1e-5)
         g.remove([8])
         assert g.vector(8) is None and int(g.search(vecs[7], 1)[0][0]) != 8
+
+
+def test_prometheus_metrics_show_shards_and_cache_figures(mem_factory: Callable[..., HEIMemory]) -> None:
+    mem = mem_factory(index={"shard_by": "time", "shard_capacity": 2})
+    mem.write_many([{"text": t, "pin": True} for t in ["a b c", "d e f", "g h i"]], namespace="x")
+    mem.recall("a b", 2, namespace="x")
+    text = mem.telemetry.render(mem)
+    assert "hei_nw_index_shards 2.0" in text
+    assert 'hei_nw_feature_cache_lookups{result="hit"} 3.0' in text and "hei_nw_feature_cache_hit_rate 1.0" in text
