@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     r = subparsers.add_parser("report", help="build report.md / report.html from a folder of run records")
     r.add_argument("folder", type=Path)
     r.add_argument("--title", default="HEI-NW evaluation")
+    r.add_argument("--reliability", type=Path, default=None, metavar="DIR",
+                   help="append a reliability and scale section from this folder's JSON (e.g. reports/reliability)")
     r.set_defaults(func=cmd_report)
 
     from hei_nw_eval.reliability.cli import register as register_reliability
@@ -257,3 +259,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     files = build_report(args.folder, title=args.title)
     print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} figures")
+    if args.reliability is not None:
+        from hei_nw_eval.reliability.summary import add_to_report
+
+        rel = add_to_report(files, args.reliability)
+        print(f"added the reliability and scale section; wrote {rel.markdown} and {rel.html}")
