@@ -83,7 +83,7 @@ def test_figures_come_from_the_json_and_missing_checks_are_not_run(folder: Path)
     # Absent files: listed as not run, with the command that writes them, and nothing drawn for them.
     assert "| scale | not run | not run (no scale.json) | scale.json |" in md
     assert "| shards | not run | not run (no shards.json) | shards.json |" in md
-    assert "hei-nw bench recall --grow" in md and "hei-nw bench shards" in md
+    assert "hei-nw reliability scale --n" in md and "hei-nw bench shards" in md
     assert "| n | recall p50 (ms)" not in md
     assert files.figures == [] and not (folder / "figures" / "scale-cost-curve.png").exists()
     assert "![Soak time series (soak.png)](soak.png)" in md
@@ -111,7 +111,7 @@ def test_scale_and_shards_tables_and_the_cost_curve(folder: Path, tmp_path: Path
     assert "| 1,000 | 4.75 | 9.50 |" in md
     assert "| slot shards (where) | 14 | 387–400 | 2.25 | 0.925 | 0.525 | 8.00 | 31.50 |" in md
     assert "| yes | 1,000 | 0.375 | 0.688 | 9,000 | 0.072 | 80.0 / 199.0 | 9.0 / 12.0 |" in md
-    assert "hei-nw bench shards --n 5000 --grow" in md
+    assert "hei-nw bench shards --n 5000 --keep" in md
     curve = out / "figures" / "scale-cost-curve.png"
     assert files.figures == [curve]
     assert curve.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -503,14 +503,12 @@ def _soak_cmd(d: dict[str, Any] | None) -> str:
 def _scale_cmd(d: dict[str, Any] | None) -> str:
     rows = sorted((d or {}).get("results") or [], key=lambda r: r["n"])
     ns = " ".join(str(r["n"]) for r in rows) or "1000 10000 100000 1000000"
-    queries = f" --queries {rows[0]['queries']}" if rows and rows[0].get("queries") else ""
-    return f"hei-nw bench recall --grow --n {ns}{queries} --keep STORES --out reports/reliability/scale.json"
+    return f"hei-nw reliability scale --n {ns} --shards-n 0   (writes scale.json; stores kept in ~/.cache/hei-nw/bench)"
 
 
 def _shards_cmd(d: dict[str, Any] | None) -> str:
     d = d or {"n": 100_000}
-    grow = " --grow" if str(d.get("store", "")).startswith("bench-grow") else ""
-    return f"hei-nw bench shards --n {d.get('n')}{grow} --keep STORES --out reports/reliability/shards.json"
+    return f"hei-nw bench shards --n {d.get('n')} --keep ~/.cache/hei-nw/bench --out reports/reliability/shards.json"
 
 
 @dataclass(frozen=True)
