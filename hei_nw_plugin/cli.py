@@ -1,4 +1,4 @@
-"""``hei-nw`` command line: write, recall, delete, pin, verify, rotate-keys, backup, stats, metrics, bench, demo.
+"""``hei-nw`` command line: write, import, recall, delete, pin, verify, rotate-keys, backup, stats, metrics, bench, demo.
 
 Other parts of the project add subcommands (eval, report, serve, consolidate)
 through ``register(subparsers)`` functions listed in :data:`EXTENSIONS`; a
@@ -63,6 +63,31 @@ def cmd_write(args: argparse.Namespace) -> None:
         if args.key:
             ev["key"] = args.key
         _print(mem.write(ev, namespace=args.namespace))
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.errors import InvalidEventError
+
+    def events() -> Any:
+        with open(args.file, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InvalidEventError(f"{args.file}:{lineno}: not JSON: {err.msg}") from err
+
+    offered = stored = 0
+    try:
+        with _memory(args) as mem:
+            for decisions in mem.write_stream(events(), namespace=args.namespace, batch=args.batch):
+                offered += len(decisions)
+                stored += sum(d.accepted for d in decisions)
+                print(f"\r{offered} offered, {stored} stored", end="", file=sys.stderr, flush=True)
+    finally:
+        print(file=sys.stderr)  # end the progress line (before any error message)
+    _print({"offered": offered, "stored": stored, "namespace": args.namespace})
 
 
 def cmd_recall(args: argparse.Namespace) -> None:
@@ -186,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--reward", type=float, default=0.0)
     w.add_argument("--key", help="stable caller key (replaces an earlier trace with the same key)")
     w.set_defaults(func=cmd_write)
+
+    im = sub.add_parser("import", help="bulk-write events from a JSONL file (one event object or string per line)")
+    im.add_argument("file")
+    im.add_argument("--batch", type=int, default=512, help="events per transaction")
+    im.set_defaults(func=cmd_import)
 
     r = sub.add_parser("recall", help="recall traces from a partial cue")
     r.add_argument("cue")

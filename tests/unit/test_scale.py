@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +196,20 @@ def test_prometheus_metrics_show_shards_and_cache_figures(mem_factory: Callable[
     text = mem.telemetry.render(mem)
     assert "hei_nw_index_shards 2.0" in text
     assert 'hei_nw_feature_cache_lookups{result="hit"} 3.0' in text and "hei_nw_feature_cache_hit_rate 1.0" in text
+
+
+def test_cli_import_streams_a_jsonl_file_and_names_a_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hei_nw_plugin.cli import main
+
+    src = tmp_path / "events.jsonl"
+    lines = [json.dumps(e) for e in events(7)] + ["", json.dumps("Remember that the gate code is 4412.")]
+    src.write_text("\n".join(lines) + "\n")
+    data = tmp_path / "data"
+    main(["--data-dir", str(data), "-n", "u1", "import", str(src), "--batch", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["offered"] == 8 and out["stored"] >= 7
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(events(1)[0]) + "\n{not json\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["--data-dir", str(data), "-n", "u1", "import", str(bad)])
+    assert exc.value.code == 2 and "bad.jsonl:2: not JSON" in capsys.readouterr().err
