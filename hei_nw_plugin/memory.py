@@ -429,7 +429,7 @@ class HEIMemory:
             # Decrypt only what is returned; a row deleted, expired or tampered since is skipped.
             pos = 0
             while len(recalled) < k and pos < len(ranked):
-                chunk = ranked[pos: pos + (k - len(recalled)) + 2]
+                chunk = ranked[pos: pos + (k - len(recalled))]  # more only if one of these is gone or refused
                 pos += len(chunk)
                 need = [cand[j] for j in chunk if cand[j] not in found]
                 if need:
