@@ -271,21 +271,27 @@ def bench_shards(n: int, *, keep: Path, grow: bool = False, queries: int = 200, 
         for c in cues[:10]:
             mem.recall(c, k, namespace="bench")
         stages: dict[str, list[float]] = {}
+        by_route: dict[str, list[float]] = {"routed": [], "fan_out": []}
         hits = routed = 0
         for i, c in zip(picks, cues, strict=True):
             r = mem.recall(c, k, namespace="bench")
             for name, ms in r.timings_ms.items():
                 stages.setdefault(name, []).append(ms)
             hits += bool(r.traces) and r.traces[0].trace.slots.get("ref") == events[i].slots["ref"]
-            routed += over["shard_by"] == "slot" and "where" in c["slots"]
+            is_routed = over["shard_by"] == "slot" and "where" in c["slots"]
+            routed += is_routed
+            by_route["routed" if is_routed else "fan_out"].append(r.timings_ms["total"])
         mem.close()
         row: dict[str, Any] = {"variant": label, "index": over, "n": n, "shards": len(sizes), "shard_sizes": sizes,
                "open_and_build_s": build_s, "queries": queries, "hit_at_1": hits / queries,
-               "routed_share": routed / queries, "latency_ms": {name: _pct(v) for name, v in stages.items()}}
+               "routed_share": routed / queries, "latency_ms": {name: _pct(v) for name, v in stages.items()},
+               "total_ms_by_route": {kk: _pct(v) for kk, v in by_route.items() if v}}
         lat = row["latency_ms"]
         print(f"{label:<22} shards {len(sizes):>2}  open/build {build_s:7.1f} s  recall p50 {lat['total']['p50']:.2f} ms "
               f"p95 {lat['total']['p95']:.2f} ms  ann p95 {lat['ann']['p95']:.2f} ms  hit@1 {row['hit_at_1']:.3f}  "
-              f"routed {row['routed_share']:.2f}", flush=True)
+              f"routed {row['routed_share']:.2f}" + (f" (routed p50 {row['total_ms_by_route']['routed']['p50']:.2f} ms, "
+                                                     f"fan-out p50 {row['total_ms_by_route']['fan_out']['p50']:.2f} ms)"
+                                                     if 0 < routed < queries else ""), flush=True)
         shard_rows.append(row)
 
     cache_rows: list[dict[str, Any]] = []

@@ -213,3 +213,18 @@ def test_cli_import_streams_a_jsonl_file_and_names_a_bad_line(tmp_path: Path, ca
     with pytest.raises(SystemExit) as exc:
         main(["--data-dir", str(data), "-n", "u1", "import", str(bad)])
     assert exc.value.code == 2 and "bad.jsonl:2: not JSON" in capsys.readouterr().err
+
+
+def test_usearch_loaded_before_the_onnx_embedder_does_not_crash(tmp_path: Path) -> None:
+    """onnxruntime imported after usearch's extension segfaults; the package loads it first."""
+    import subprocess
+    import sys
+
+    code = ("import hei_nw_plugin, usearch.index, numpy as np\n"
+            "usearch.index.Index(ndim=4).add(1, np.ones(4, dtype=np.float32))\n"
+            "from hei_nw_plugin.embed import OnnxSentenceEmbedder\n"
+            f"print(OnnxSentenceEmbedder(cache_dir=__import__('pathlib').Path({str(tmp_path)!r})).embed(['hello']).shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(1, 384)" in done.stdout
