@@ -86,6 +86,11 @@ class SentenceTransformerEmbedder:
         self._cache = _CueCache(cache_size) if cache_size else None
         self.name = folder.name
 
+    def clear_cache(self) -> None:
+        """Forget cached cue embeddings (benchmarks measure each pass cold)."""
+        if self._cache is not None:
+            self._cache.clear()
+
     @property
     def dim(self) -> int:
         return self._dim
@@ -141,6 +146,10 @@ class _CueCache:
             if hit is not None:
                 self._d.move_to_end(text)
             return hit
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
 
     def put(self, text: str, vec: np.ndarray) -> None:
         with self._lock:
@@ -243,6 +252,11 @@ class OnnxSentenceEmbedder:
         self._batch_size = batch_size
         self._cache = _CueCache(cache_size) if cache_size else None
         self.name = folder.name
+
+    def clear_cache(self) -> None:
+        """Forget cached cue embeddings (benchmarks measure each pass cold)."""
+        if self._cache is not None:
+            self._cache.clear()
 
     @property
     def dim(self) -> int:

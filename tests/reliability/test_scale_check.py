@@ -26,6 +26,7 @@ def test_scale_check_writes_the_cost_curve_and_the_shard_comparison(tmp_path: Pa
     assert by["slot shards (where)"]["shards"] == 14 and 0 < by["slot shards (where)"]["routed_share"] < 1
     for row in shards["shards"]:
         assert row["hit_at_1"] >= 0.8, row
+        assert row["latency_ms"]["embed"]["p50"] > 1.0, row  # every variant embeds its cues (no cached cue from the last one)
     cache = {row["prefetch"]: row for row in shards["cache"]}
     assert cache[False]["prefetched"] == 0 and cache[True]["prefetched"] > 0
     assert cache[False]["feature_cache"] == 160
