@@ -284,11 +284,12 @@ class OnnxSentenceEmbedder:
 
 
 def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_size: int = 64, cache_size: int = 4096,
-                     backend: EmbedderBackend = "auto") -> Embedder:
+                     backend: EmbedderBackend = "auto", threads: int | None = None) -> Embedder:
     """Build the embedder the settings ask for.
 
     ``backend='auto'`` uses ONNX Runtime when it is installed and the export
     works, else sentence-transformers on torch (the two give the same vectors).
+    ``threads`` is ONNX's intra-op thread count (None: min(2, CPUs)).
     """
     if name not in ("minilm", "sentence-transformers"):
         raise ConfigError(f"unknown embedder {name!r}")
@@ -299,7 +300,8 @@ def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_si
     folder = path or None
     if backend == "onnx" or (backend == "auto" and importlib.util.find_spec("onnxruntime") is not None):
         try:
-            return OnnxSentenceEmbedder(folder, batch_size=batch_size, cache_size=cache_size)
+            return OnnxSentenceEmbedder(folder, batch_size=batch_size, cache_size=cache_size,
+                                        threads=threads if threads is not None else min(2, os.cpu_count() or 1))
         except Exception as err:  # auto falls back; an explicit 'onnx' says why it cannot run
             if backend == "onnx":
                 raise ConfigError(f"ONNX embedder unavailable: {err}") from err
