@@ -400,9 +400,13 @@ class SQLTraceStore:
         return np.asarray(ids, dtype=np.uint64)
 
     def count(self, namespace: str | None = None) -> int:
-        q = select(func.count()).select_from(traces)
+        """Live and expired-but-not-evicted traces (of ``namespace``, or all)."""
+        return self._count(traces, namespace)
+
+    def _count(self, table: Any, namespace: str | None) -> int:
+        q = select(func.count()).select_from(table)
         if namespace is not None:
-            q = q.where(traces.c.namespace == namespace)
+            q = q.where(table.c.namespace == namespace)
         with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
@@ -584,11 +588,8 @@ class SQLTraceStore:
             return list(conn.execute(q.order_by(replay_queue.c.trace_seq)).all())
 
     def replay_count(self, namespace: str | None = None) -> int:
-        q = select(func.count()).select_from(replay_queue)
-        if namespace is not None:
-            q = q.where(replay_queue.c.namespace == namespace)
-        with self._read() as conn:
-            return int(conn.execute(q).scalar_one())
+        """Traces in the replay queue (of ``namespace``, or all)."""
+        return self._count(replay_queue, namespace)
 
     def mark_replayed(self, seqs: Sequence[int]) -> None:
         """Add one to the replay count of each queued trace in ``seqs`` (deleted ones are ignored)."""
