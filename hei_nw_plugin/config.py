@@ -144,6 +144,10 @@ class EmbedderSettings(_Section):
         None, ge=1, le=256,
         description="Threads of one ONNX embedding call; None uses min(2, CPUs). On this 2-core machine, idle, one cue took "
                     "6.7 ms p50 / 8.2 ms p95 with 1 thread and 4.4 / 5.3 ms with 2; use 1 when many recalls run at once.")
+    spin: bool = Field(
+        False, description="Let ONNX's idle intra-op threads spin-wait for the next call. Off by default: a spinning thread "
+                           "takes a core from the numpy work that follows each embedding (k-WTA, Hopfield), and on 2 cores "
+                           "one cue's keying went from 5.1 ms p50 / 6.4 ms p95 without spinning to 10.4 / 16.1 ms with it.")
 
 
 class LimitSettings(_Section):

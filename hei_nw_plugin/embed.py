@@ -225,7 +225,7 @@ class OnnxSentenceEmbedder:
     """
 
     def __init__(self, path: str | Path | None = None, *, batch_size: int = 64, cache_size: int = 4096,
-                 threads: int = 1, cache_dir: Path | None = None) -> None:
+                 threads: int = 1, spin: bool = False, cache_dir: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             import onnxruntime as ort
@@ -246,6 +246,8 @@ class OnnxSentenceEmbedder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # A spinning idle worker competes with the numpy work after each call (see EmbedderSettings.spin).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._sess = ort.InferenceSession(str(export_onnx(folder, cache_dir)), opts, providers=["CPUExecutionProvider"])
         self._dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
@@ -284,12 +286,13 @@ class OnnxSentenceEmbedder:
 
 
 def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_size: int = 64, cache_size: int = 4096,
-                     backend: EmbedderBackend = "auto", threads: int | None = None) -> Embedder:
+                     backend: EmbedderBackend = "auto", threads: int | None = None, spin: bool = False) -> Embedder:
     """Build the embedder the settings ask for.
 
     ``backend='auto'`` uses ONNX Runtime when it is installed and the export
     works, else sentence-transformers on torch (the two give the same vectors).
-    ``threads`` is ONNX's intra-op thread count (None: min(2, CPUs)).
+    ``threads`` is ONNX's intra-op thread count (None: min(2, CPUs)); ``spin`` lets its
+    idle threads spin-wait between calls.
     """
     if name not in ("minilm", "sentence-transformers"):
         raise ConfigError(f"unknown embedder {name!r}")
@@ -301,7 +304,8 @@ def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_si
     if backend == "onnx" or (backend == "auto" and importlib.util.find_spec("onnxruntime") is not None):
         try:
             return OnnxSentenceEmbedder(folder, batch_size=batch_size, cache_size=cache_size,
-                                        threads=threads if threads is not None else min(2, os.cpu_count() or 1))
+                                        threads=threads if threads is not None else min(2, os.cpu_count() or 1),
+                                        spin=spin)
         except Exception as err:  # auto falls back; an explicit 'onnx' says why it cannot run
             if backend == "onnx":
                 raise ConfigError(f"ONNX embedder unavailable: {err}") from err

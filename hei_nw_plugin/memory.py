@@ -102,7 +102,7 @@ class HEIMemory:
         _limit_blas(s.index.blas_threads)
         self.embedder = embedder or default_embedder(
             name=s.embedder.name, path=s.embedder.path, batch_size=s.embedder.batch_size, cache_size=s.embedder.cache_size,
-            backend=s.embedder.backend, threads=s.embedder.threads)
+            backend=s.embedder.backend, threads=s.embedder.threads, spin=s.embedder.spin)
         self.keyer = DGKeyer(s.keyer, self.embedder)
         self.gate = WriteGate(s.gate, surprise=surprise)
         self.hopfield = HopfieldCompleter(beta=s.hopfield.beta, steps=s.hopfield.steps, mix=s.hopfield.mix)

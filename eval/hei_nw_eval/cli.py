@@ -133,7 +133,8 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
                          seed=args.seed, progress=not args.quiet)
     embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
                                 batch_size=settings.embedder.batch_size, cache_size=0,
-                                backend=settings.embedder.backend)
+                                backend=settings.embedder.backend, threads=settings.embedder.threads,
+                                spin=settings.embedder.spin)
     runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
     over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
                               "epochs": args.consolidate_epochs, "lr": args.consolidate_lr,
@@ -191,7 +192,8 @@ def run_eval(
                          seed=seed, progress=progress)
     embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
                                 batch_size=settings.embedder.batch_size, cache_size=0,
-                                backend=settings.embedder.backend)
+                                backend=settings.embedder.backend, threads=settings.embedder.threads,
+                                spin=settings.embedder.spin)
     runner = EvalRunner(lm if needs_lm else None, embedder=embedder, options=options, base_settings=settings)
     written = []
     plan = [(m, r) for m in modes for r in (routes if m in ROUTED_MODES else routes[:1])]

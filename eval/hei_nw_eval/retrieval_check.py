@@ -323,7 +323,8 @@ def run_retrieval_check(
     base = base_settings or HeiNwSettings.build()
     inner = embedder or default_embedder(name=base.embedder.name, path=base.embedder.path,
                                          batch_size=base.embedder.batch_size, cache_size=0,
-                                         backend=base.embedder.backend)
+                                         backend=base.embedder.backend, threads=base.embedder.threads,
+                                         spin=base.embedder.spin)
     cache = CachingEmbedder(inner)
     texts = [e.text for e in split.shared_episodes] + [e.text for it in split.items for e in it.episodes]
     cues = [it.question.cue for it in split.items]

@@ -70,3 +70,22 @@ def test_single_cues_are_cached_and_batches_are_not(tmp_path: Path) -> None:
     emb.embed(["a", "b"])
     emb.embed(["a", "b"])
     assert np.array_equal(first, again) and calls == [1, 2, 2]
+
+
+def test_spin_setting_reaches_the_onnx_session(tmp_path: Path) -> None:
+    """Idle ONNX threads do not spin by default (a spinning thread slowed the numpy work after each cue)."""
+    from hei_nw_plugin.config import HeiNwSettings
+    from hei_nw_plugin.memory import HEIMemory
+
+    quiet = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path)
+    spinning = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path, spin=True)
+    key = "session.intra_op.allow_spinning"
+    assert quiet._sess.get_session_options().get_session_config_entry(key) == "0"
+    assert spinning._sess.get_session_options().get_session_config_entry(key) == "1"
+    assert np.array_equal(quiet.embed(TEXTS[:2]), spinning.embed(TEXTS[:2]))  # same vectors either way
+    settings = HeiNwSettings.build(embedder={"spin": True}, store={"data_dir": str(tmp_path / "s")})
+    mem = HEIMemory(settings)
+    try:
+        assert mem.embedder._sess.get_session_options().get_session_config_entry(key) == "1"  # type: ignore[attr-defined]
+    finally:
+        mem.close()
