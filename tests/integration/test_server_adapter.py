@@ -24,9 +24,9 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from server.auth import hash_key
 from server.launch import ServerProcess
-from tests.integration.test_server_vllm import MODEL, _vllm_python, client
+from tests.integration.test_server_vllm import MODEL, client
+from tests.integration.vllm_servers import served
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
 
@@ -38,17 +38,9 @@ MAX_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    vllm_python = _vllm_python()
-    work = tmp_path_factory.mktemp("adapter-server")
-    s = ServerProcess(work, {"api_keys": [{"tenant": "acme", "hash": hash_key(KEY)}],
-                             "vllm": {"python": str(vllm_python), "served_model_name": MODEL, "episodic_adapter": True,
-                                      "enable_lora": False, "startup_timeout_s": 2400},
-                             "memory": {"route": "adapter", "write_user_turns": False}}, name="adapter")
-    try:
-        s.start(timeout_s=2400)  # vLLM can take many minutes to start on 2 busy cores
+    with served(tmp_path_factory, "adapter", KEY, MODEL, vllm={"episodic_adapter": True},
+                memory={"route": "adapter", "write_user_turns": False}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from server.auth import hash_key
 from server.launch import ServerProcess
-from tests.integration.test_server_vllm import MODEL, _vllm_python, ask, client
+from tests.integration.test_server_vllm import MODEL, ask, client
+from tests.integration.vllm_servers import served
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
 
@@ -31,17 +31,8 @@ QUESTION = "What is my cat Miso afraid of?"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    vllm_python = _vllm_python()
-    work = tmp_path_factory.mktemp("embeds-server")
-    s = ServerProcess(work, {"api_keys": [{"tenant": "acme", "hash": hash_key(KEY)}],
-                             "vllm": {"python": str(vllm_python), "served_model_name": MODEL, "enable_lora": False,
-                                      "startup_timeout_s": 2400},
-                             "memory": {"write_user_turns": False}}, name="embeds")
-    try:
-        s.start(timeout_s=2400)  # vLLM can take many minutes to start on 2 busy cores
+    with served(tmp_path_factory, "embeds", KEY, MODEL, memory={"write_user_turns": False}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

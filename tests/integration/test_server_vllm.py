@@ -26,23 +26,16 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from hei_nw_plugin.errors import ConfigError
 from server.auth import hash_key
 from server.launch import ServerProcess
-from server.vllm_process import EMBEDDED, find_vllm_python, free_port, resolve_model_folder
+from server.vllm_process import EMBEDDED, free_port, resolve_model_folder
+from tests.integration import vllm_servers
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow, pytest.mark.postgres]
 
 PG_BASE = os.environ.get("HEI_NW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MODEL = "hei-nw-smollm2-135m"
 ACME, ACME_2, GLOBEX = "hei_it-acme-" + uuid.uuid4().hex, "hei_it-acme2-" + uuid.uuid4().hex, "hei_it-globex-" + uuid.uuid4().hex
-
-
-def _vllm_python() -> Path:
-    try:
-        return find_vllm_python(None)
-    except ConfigError as err:
-        pytest.skip(f"vLLM is not installed: {err}")
 
 
 def _random_lora(folder: Path) -> Path:
@@ -76,7 +69,7 @@ def pg_schema_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, pg_schema_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    vllm_python = _vllm_python()
+    vllm_python = vllm_servers.vllm_python()
     work = tmp_path_factory.mktemp("servers")
     lora = _random_lora(work / "acme-lora")
     keys = [{"tenant": "acme", "hash": hash_key(ACME)}, {"tenant": "acme", "hash": hash_key(ACME_2, scheme="scrypt")},
