@@ -265,6 +265,32 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ConfigError(f"cannot find decoder layers in {type(model).__name__}")
 
 
+@contextmanager
+def _lora_off(model: nn.Module) -> Iterator[None]:
+    """Base weights only: peft LoRA layers (a consolidated B2/B3 adapter) are switched off inside.
+
+    Memory is encoded with the base weights the Episodic Adapter was trained on, whatever
+    LoRA the decoder runs with (vLLM does the same: its memory encoder bypasses LoRA layers).
+    A merged LoRA cannot be switched off and is refused rather than silently used.
+    """
+    switched: list[tuple[Any, dict[str, bool]]] = []
+    for module in model.modules():
+        m: Any = module  # peft's tuner layers carry enable_adapters / disable_adapters / merged
+        if callable(getattr(m, "enable_adapters", None)) and hasattr(m, "disable_adapters") and hasattr(m, "merged"):
+            if m.merged:
+                raise ConfigError("memory encoding needs the base weights; unmerge the LoRA adapter first")
+            if not m.disable_adapters:
+                switched.append((m, {n: p.requires_grad for n, p in m.named_parameters()}))
+                m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, grads in switched:
+            m.enable_adapters(True)  # peft also marks the adapter trainable here: put the flags back as they were
+            for n, p in m.named_parameters():
+                p.requires_grad_(grads[n])
+
+
 class _StopForward(Exception):
     """Raised by the capture hook to skip the decoder layers above the adapter."""
 
@@ -363,7 +389,8 @@ class AdapterHook:
         saved, self._kv = self._kv, None
         self._capture = []
         try:
-            self.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+            with _lora_off(self.model):
+                self.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         except _StopForward:
             pass
         finally:

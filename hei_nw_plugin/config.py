@@ -19,7 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hei_nw_plugin.errors import ConfigError
 
-
 PiiKind = Literal["email", "phone", "card", "gov_id", "ip"]
 _ALL_PII: tuple[PiiKind, ...] = ("email", "phone", "card", "gov_id", "ip")
 

@@ -30,7 +30,7 @@ class Completion:
 class HopfieldCompleter:
     """Read-only completion with inverse temperature ``beta`` and ``steps`` updates."""
 
-    __slots__ = ("_beta", "_steps", "_mix")
+    __slots__ = ("_beta", "_mix", "_steps")
 
     def __init__(self, *, beta: float, steps: int, mix: float = 0.5) -> None:
         self._beta = float(beta)

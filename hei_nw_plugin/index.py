@@ -99,7 +99,7 @@ class USearchIndex:
 
         try:
             loaded = Index.restore(str(path))
-        except Exception as err:  # usearch raises ValueError/RuntimeError on garbage
+        except Exception as err:  # noqa: BLE001 (usearch raises ValueError/RuntimeError on garbage; any failure means rebuild)
             log.warning("index file %s unreadable (%s); it will be rebuilt from the store", path, err)
             return
         if loaded is None or loaded.ndim != self.ndim:

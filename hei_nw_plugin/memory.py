@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -32,7 +32,12 @@ from pydantic import BaseModel, Field, ValidationError
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import Embedder, default_embedder
 from hei_nw_plugin.errors import (
-    ConfigError, InputError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, UnknownNamespaceError,
+    ConfigError,
+    InputError,
+    InvalidEventError,
+    InvalidNamespaceError,
+    PayloadTooLargeError,
+    UnknownNamespaceError,
 )
 from hei_nw_plugin.gate import SurpriseScorer, WriteGate
 from hei_nw_plugin.hopfield import HopfieldCompleter
@@ -43,9 +48,15 @@ from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
 from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.telemetry import EngineTelemetry
 from hei_nw_plugin.types import (
-    DEFAULT_NAMESPACE, Cue, MemoryEvent, MemoryTokens, RecalledTrace, RecallResult, Trace, WriteDecision,
+    DEFAULT_NAMESPACE,
+    Cue,
+    MemoryEvent,
+    MemoryTokens,
+    RecalledTrace,
+    RecallResult,
+    Trace,
+    WriteDecision,
 )
-
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +402,7 @@ class HEIMemory:
         shard_slot = self.settings.index.shard_slot
         route = c.slots.get(shard_slot, (where or {}).get(shard_slot))  # read by slot-sharded indexes only
         route = self._redact(route) if isinstance(route, str) else route  # stored slots are redacted copies
-        seqs, sims = graph.search(key, n_cand, route=route)
+        seqs, _sims = graph.search(key, n_cand, route=route)
         t2 = time.perf_counter()
         timings["ann"] = (t2 - t1) * 1000
         seq_list = [int(s) for s in seqs]
@@ -471,10 +482,9 @@ class HEIMemory:
                 else:
                     self._feat_cache.move_to_end(s)
                     out[s] = f
-                    if self._prefetched:
-                        if s in self._prefetched:
-                            self._prefetched.discard(s)
-                            self._cache_counts["prefetch_hits"] += 1
+                    if self._prefetched and s in self._prefetched:
+                        self._prefetched.discard(s)
+                        self._cache_counts["prefetch_hits"] += 1
             self._cache_counts["hits"] += len(out)
             self._cache_counts["misses"] += len(missing)
         if missing:
@@ -800,7 +810,7 @@ class HEIMemory:
         self.index.save_all()
         self.store.close()
 
-    def __enter__(self) -> HEIMemory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -994,4 +1004,4 @@ def _pydantic_msg(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["HEIMemory", "MemoryStats", "VerifyReport", "ConfigError", "Callable"]
+__all__ = ["Callable", "ConfigError", "HEIMemory", "MemoryStats", "VerifyReport"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
-SlotValue = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
+SlotValue = StrictStr | StrictInt | StrictFloat | StrictBool
 DEFAULT_NAMESPACE = "default"
 
 

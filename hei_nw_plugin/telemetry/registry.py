@@ -11,8 +11,8 @@ seconds for time, ``_total`` for counters.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 

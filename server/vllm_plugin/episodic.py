@@ -140,6 +140,16 @@ class EpisodicMemoryProcessor(EncDecMultiModalProcessor[EpisodicProcessingInfo])
                                   replacement=lambda i: [PLACEHOLDER] * (1 + items.get_feature_size(i)))]
 
 
+def _base(linear: torch.nn.Module) -> torch.nn.Module:
+    """The plain linear layer under a vLLM LoRA wrapper (the layer itself when LoRA is off).
+
+    Memory is encoded with the base weights, as the in-process AdapterHook does: a tenant's LoRA
+    (B2/B3) changes the decoder, not the memory the adapter was trained to read. vLLM's LoRA layers
+    could not run here anyway: their batch metadata describes the decoder's tokens, not memory's.
+    """
+    return getattr(linear, "base_layer", linear)
+
+
 @MULTIMODAL_REGISTRY.register_processor(EpisodicMemoryProcessor, info=EpisodicProcessingInfo,
                                         dummy_inputs=EpisodicDummyInputs)
 class HeiNwEpisodicLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
@@ -174,7 +184,7 @@ class HeiNwEpisodicLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
         pos = torch.arange(x.shape[0], device=x.device)
         for layer in list(m.layers)[: self.adapter_layer]:
             attn = layer.self_attn
-            qkv, _ = attn.qkv_proj(layer.input_layernorm(x))
+            qkv, _ = _base(attn.qkv_proj)(layer.input_layernorm(x))
             q, k, v = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
             q, k = attn.rotary_emb(pos, q, k)
             t, group = x.shape[0], attn.num_heads // attn.num_kv_heads
@@ -182,9 +192,12 @@ class HeiNwEpisodicLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
             k = k.view(t, attn.num_kv_heads, attn.head_dim).transpose(0, 1).repeat_interleave(group, dim=0)
             v = v.view(t, attn.num_kv_heads, attn.head_dim).transpose(0, 1).repeat_interleave(group, dim=0)
             o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling)
-            o, _ = attn.o_proj(o.transpose(0, 1).reshape(t, -1))
+            o, _ = _base(attn.o_proj)(o.transpose(0, 1).reshape(t, -1))
             x = x + o
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            mlp = layer.mlp
+            gate_up, _ = _base(mlp.gate_up_proj)(layer.post_attention_layernorm(x))
+            down, _ = _base(mlp.down_proj)(mlp.act_fn(gate_up))
+            x = x + down
         return x[1:]
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:

@@ -231,3 +231,33 @@ def test_copy_path_mixes_the_memory_token_embeddings(tok) -> None:  # type: igno
     with torch.no_grad():
         ad.copy_gate.zero_()
         assert torch.equal(ad(hidden, ad.project_memory(state)), hidden)
+
+
+def test_memory_is_encoded_with_base_weights_under_a_lora(tok) -> None:  # type: ignore[no-untyped-def]
+    """A consolidated LoRA (B2/B3) changes the decoder, not the memory vectors the adapter reads."""
+    peft = pytest.importorskip("peft")
+    base_model = tiny_model()
+    plain = AdapterHook(base_model, _adapter(base_model, gate=1.0))
+    want = plain.encode_memory(tok, MEMORY)
+    plain.remove()
+    model = peft.get_peft_model(tiny_model(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    ids = _ids(tok)
+    with torch.no_grad():
+        with_lora = model(input_ids=ids).logits
+        with model.disable_adapter():
+            without = model(input_ids=ids).logits
+    assert not torch.allclose(with_lora, without)  # the LoRA does change the decoder
+    hook = AdapterHook(model, _adapter(model, gate=1.0))
+    got = hook.encode_memory(tok, MEMORY)
+    assert torch.equal(got.vectors, want.vectors) and torch.equal(got.mask, want.mask)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, with_lora)  # the LoRA is back on afterwards
+    assert {n: p.requires_grad for n, p in model.named_parameters() if "hei" not in n} == grads
+    model.merge_adapter()
+    with pytest.raises(ConfigError, match="unmerge"):
+        hook.encode_memory(tok, MEMORY)
