@@ -76,11 +76,11 @@ class ConsolidationJobs:
     async def _run(self, job: Job, config: dict[str, Any], *, fresh: bool, register: bool) -> None:
         try:
             result = await asyncio.to_thread(self._train, job, config, fresh)
-            job.result = result.to_dict()
-            job.status = result.status
-            job.version = result.version
             if result.status == "accepted" and result.folder is not None and register:
                 job.served_as = await self.adapters.aregister(job.tenant, result.folder, version=result.version)
+            job.result = result.to_dict()
+            job.version = result.version
+            job.status = result.status  # last: a client that sees the final status sees the served adapter too
         except Exception as err:  # the job reports it; the server keeps serving
             log.exception("consolidation job %s failed", job.id)
             job.status, job.error = "failed", f"{type(err).__name__}: {err}"
