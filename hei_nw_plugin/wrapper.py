@@ -127,6 +127,7 @@ class HeiNwForCausalLM:
         self.adapter = adapter
         self.hook = AdapterHook(model, adapter) if adapter is not None else None
         self._adapter_path: Path | None = None
+        self._mode: str = "B0"
         if reader is not None:
             self._load_lora(Path(reader), "reader")
             self._reader_path = Path(reader)
@@ -134,7 +135,6 @@ class HeiNwForCausalLM:
             self.load_consolidated(self.settings.model.consolidated_weights)
         self.surprise = ModelNLLSurprise(self.base_model, tokenizer, base_context=self.base_only)
         self._memory: HEIMemory | None = None
-        self._mode: str = "B0"
         self.mode = mode
         self.memory = memory
         if self.route_uses_adapter and self.adapter is None:

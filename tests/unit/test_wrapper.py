@@ -121,6 +121,13 @@ def test_consolidated_weights_unlock_b2_b3(tmp_path: Path) -> None:
     assert lm.generate_answer("Where?", memory_text=FACT).route == "prefix"
 
 
+def test_consolidated_weights_setting_loads_at_construction(tmp_path: Path) -> None:
+    folder = _lora(tmp_path, "cons")
+    settings = HeiNwSettings.build(model={"consolidated_weights": str(folder), "answer_max_new_tokens": 4})
+    lm = HeiNwForCausalLM(tiny_model(), tiny_tokenizer(), settings=settings, mode="B3")
+    assert lm.mode == "B3" and lm.generate_answer("Where?").route is None
+
+
 def test_surprise_ignores_loras(tmp_path: Path) -> None:
     lm = _lm(mode="B1", reader=_lora(tmp_path, "reader"))
     plain = _lm(mode="B1")
