@@ -9,9 +9,9 @@
 2. each trace gives training rows (:mod:`hei_nw_plugin.consolidation_rows`): a
    language-model row of its text and Cue→Answer rows asking each slot from the
    others, in the one-shot answer template the model is asked with, memory empty;
-   anchor rows (general questions outside the drift set, answered by the base
-   model itself) are mixed in, because training on episode rows alone taught
-   the model to answer every question from the episodes (measured on an H100:
+   anchor rows (general questions outside the drift set, with their reference
+   answers) are mixed in, because training on episode rows alone taught the
+   model to answer every question from the episodes (measured on an H100:
    base-task score 12/12 -> 0/12 after 60 steps at lr 1e-3, no anchors);
 3. a peft LoRA is trained (answer / text tokens only carry loss), bounded by
    ``max_steps`` and ``max_seconds``; an interrupted run leaves a checkpoint
@@ -87,8 +87,8 @@ class ConsolidationConfig(BaseModel):
                                           description="Modules that get LoRA weights.")
     lm_rows: bool = Field(True, description="Train a language-model row on each trace's text.")
     qa_rows: bool = Field(True, description="Train Cue→Answer rows built from each trace's slots.")
-    anchors: int = Field(128, ge=0, description="General questions (disjoint from the drift set) rehearsed with the base "
-                                                "model's own answers: prior preservation against forgetting; 0 turns it off.")
+    anchors: int = Field(128, ge=0, description="General questions (disjoint from the drift set) rehearsed with their "
+                                                "reference answers: prior preservation against forgetting; 0 turns it off.")
     seed: int = Field(0, description="Seed of row order, rehearsal sample and LoRA init.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between checkpoints.")
     drift_max_drop: int = Field(1, ge=0, description="Base-task questions a version may lose before it is rejected.")
@@ -262,22 +262,10 @@ class ConsolidationWorker:
         return score
 
     def _anchors(self) -> list[tuple[str, str]]:
-        """(question, base-model answer) pairs, computed once per out_dir and base model."""
-        n = self.config.anchors
-        if n == 0:
-            return []
-        from hei_nw_plugin.drift import anchor_questions, model_answerer
+        """(question, reference answer) pairs of general questions outside the drift set."""
+        from hei_nw_plugin.drift import anchor_pairs
 
-        state = self._state()
-        cached = state.get("anchors")
-        if cached and cached.get("base_sha256") == self.base_hash and cached.get("n") == n:
-            return [(q, a) for q, a in cached["pairs"]]
-        model, tok = self._base_model()
-        answer = model_answerer(model, tok)
-        pairs = [(q, answer(q)) for q in anchor_questions(n, exclude=self._guard().tasks)]
-        state["anchors"] = {"base_sha256": self.base_hash, "n": n, "pairs": pairs}
-        self._save_state(state)
-        return pairs
+        return anchor_pairs(self.config.anchors, exclude=self._guard().tasks) if self.config.anchors else []
 
     # ------------------------------------------------------------------ traces
     def _traces_by_id(self, pairs: Sequence[tuple[str, str]]) -> list[Trace]:

@@ -8,8 +8,8 @@ Two kinds per trace:
   answer template (memory empty) the model is asked with in mode B3. So the
   consolidated model answers in the format it is scored in.
 
-Beside them, anchor rows (built by the worker) rehearse the base model's own
-answers to general questions disjoint from the drift-guard set, so the LoRA
+Beside them, anchor rows (built by the worker) rehearse general questions
+disjoint from the drift-guard set with their reference answers, so the LoRA
 learns the episodes without learning to answer everything from them.
 
 Questions for the who / action / what / where / when schema read as plain
@@ -98,7 +98,7 @@ class TrainingRow:
     """One training example: ``lm`` rows are plain text, ``qa`` rows a question and its answer."""
 
     kind: Literal["lm", "qa", "anchor"]
-    """``anchor`` rows are general questions with the base model's own answer (prior preservation)."""
+    """``anchor`` rows are general questions with their reference answer (prior preservation)."""
     trace_id: str
     namespace: str
     text: str
@@ -126,6 +126,6 @@ def build_rows(traces: Sequence[Trace], *, one_shot: OneShot | None, lm_rows: bo
 
 
 def anchor_rows(pairs: Sequence[tuple[str, str]], *, one_shot: OneShot | None) -> list[TrainingRow]:
-    """Rows for (question, base-model answer) pairs (see the module docstring)."""
+    """Rows for (question, reference answer) pairs (see the module docstring)."""
     return [TrainingRow(kind="anchor", trace_id="", namespace="", text=q, answer=a, one_shot=one_shot)
             for q, a in pairs if a.strip()]

@@ -19,7 +19,12 @@ that answers more than ``max_drop`` (default 1) questions fewer than the base
 model; at n=25 one question is 4 EM points on a 0-100 scale.
 
 The candidates outside the drift set are the pool for the worker's anchor
-(prior-preservation) rows, see :func:`anchor_questions`.
+(prior-preservation) rows, with their reference answers, see :func:`anchor_pairs`.
+(The base model's own answers were used first; since the drift set already holds
+every candidate it answers right, those were all wrong answers, "capital of
+france" or the one-shot's "cold cellar", and rehearsing them taught the very
+question-copying that broke the drift set: 25/25 -> 11/25 with 128 such anchors,
+-> 4/25 with all 214, on this CPU, `reports/consolidation/README.md`.)
 """
 
 from __future__ import annotations
@@ -68,10 +73,11 @@ def load_base_tasks(path: Path = BASE_TASKS) -> list[BaseTask]:
     return [BaseTask(question=r["question"], answers=list(r["answers"])) for r in rows]
 
 
-def anchor_questions(n: int, *, exclude: Sequence[BaseTask] | None = None) -> list[str]:
-    """Up to ``n`` candidate questions that are not in the drift set (for prior-preservation rows)."""
+def anchor_pairs(n: int, *, exclude: Sequence[BaseTask] | None = None) -> list[tuple[str, str]]:
+    """Up to ``n`` (question, reference answer) candidates that are not in the drift set (prior-preservation rows)."""
     held_out = {normalize(t.question) for t in (exclude if exclude is not None else load_base_tasks())}
-    return [t.question for t in load_base_tasks(CANDIDATES) if normalize(t.question) not in held_out][:n]
+    return [(t.question, t.answers[0]) for t in load_base_tasks(CANDIDATES)
+            if normalize(t.question) not in held_out and t.answers][:n]
 
 
 @dataclass

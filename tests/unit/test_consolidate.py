@@ -239,8 +239,8 @@ def test_wrapper_swaps_and_unloads_consolidated_versions(filled: tuple[HEIMemory
         lm.mode = "B3"
 
 
-def test_anchor_rows_rehearse_base_answers_outside_the_drift_set(filled: tuple[HEIMemory, list[str]], tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_anchor_rows_rehearse_reference_answers_outside_the_drift_set(filled: tuple[HEIMemory, list[str]], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     mem, _ = filled
     seen: list[Any] = []
     real = consolidate_mod.anchor_rows
@@ -249,7 +249,6 @@ def test_anchor_rows_rehearse_base_answers_outside_the_drift_set(filled: tuple[H
     w = _worker(mem, tmp_path / "c", CFG.model_copy(update={"anchors": 3}), drift=guard)
     w.step()
     w.step()
-    questions = [q for q, _ in seen[0]]
-    assert questions == [f"What is the capital of {c}?" for c in ("Italy", "Germany", "Spain")]  # drift set held out
-    assert seen[1] == seen[0]  # computed once with the base model, then cached
-    assert json.loads((tmp_path / "c" / "state.json").read_text())["anchors"]["n"] == 3
+    assert seen[0] == [("What is the capital of Italy?", "Rome"), ("What is the capital of Germany?", "Berlin"),
+                       ("What is the capital of Spain?", "Madrid")]  # drift set held out, reference answers
+    assert seen[1] == seen[0]
