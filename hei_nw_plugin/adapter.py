@@ -156,6 +156,8 @@ class EpisodicAdapter(nn.Module):
         self.copy_log_scale = nn.Parameter(torch.zeros(()))
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
             nn.init.normal_(lin.weight, std=0.02)
+        self.attention_log: list[torch.Tensor] | None = None
+        """Training only: when a list, each forward appends its head-averaged attention ``[B, T, 1+M]``."""
 
     @torch.no_grad()
     def init_from_attention(self, layer: Any) -> None:
@@ -214,6 +216,8 @@ class EpisodicAdapter(nn.Module):
         scores = (q @ k.transpose(-1, -2)) / c.head_dim**0.5
         probs = scores.masked_fill(~memory.mask[:, None, None, :], float("-inf")).softmax(dim=-1)
         attn = probs @ v
+        if self.attention_log is not None:
+            self.attention_log.append(probs.mean(dim=1))
         read = torch.tanh(self.gate) * self.o_proj(attn.transpose(1, 2).reshape(b, t, c.num_heads * c.head_dim))
         if c.copy_scale:
             # Copy path: the memory tokens' own embeddings, weighted by where the heads look.

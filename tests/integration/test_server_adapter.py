@@ -4,10 +4,9 @@ One ``hei-nw serve`` starts vLLM with ``vllm.episodic_adapter = true``: the mode
 ``vllm.general_plugins`` entry point (server/vllm_plugin) on vLLM's encoder-decoder path, with the
 shipped adapter weights. The reference is ``hei_nw_plugin.adapter.AdapterHook`` on transformers
 with the same weights, memory text and chat: greedy answers must be the same token for token, for
-requests with memory and without, also when they share vLLM's batch. The shipped adapter does not
-recall facts yet (README: EM 0.00 on the adapter route), so the test checks that vLLM runs *this*
-adapter per request, not that it answers correctly. Needs ``.venv-vllm`` with this project
-installed (``make install``); skips without it.
+requests with memory and without, also when they share vLLM's batch. How well the adapter answers
+is measured by the eval (README, "Answers with memory"); this test checks that vLLM runs *this* adapter
+per request. Needs ``.venv-vllm`` with this project installed (``make install``); skips without it.
 """
 
 from __future__ import annotations
