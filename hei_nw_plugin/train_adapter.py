@@ -18,7 +18,7 @@ adapter is told where to look (−log of its attention mass on the answer's
 tokens in that line, see :func:`answer_slots`). With the answer loss alone, 100
 steps left the adapter answering with the right kind of value but never the
 one in memory (EM 0.00, oracle included); the read has to be learnt through
-the twelve layers above it, and that is slow. Because the adapter and
+every layer above it, and that is slow. Because the adapter and
 the LoRA sit at layer ``n`` and above, the ``n`` layers below run without an
 autograd graph, which is what makes this fit a 2-core CPU.
 
@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -111,8 +112,6 @@ def answer_slots(tokenizer: Any, row: QARow, n_answer: int, cap: int) -> list[li
     queries and keys far faster than the answer loss alone, which reaches them
     only through everything above the adapter.
     """
-    import re
-
     lines = row.memory.split("\n")
     rank = row.target_rank
     if not 1 <= rank <= len(lines) or not lines[rank - 1].startswith(f"{rank}. "):
