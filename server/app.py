@@ -3,14 +3,16 @@
 :func:`create_app` wires the parts; the lifespan opens the memory (loading the
 embedder and rebuilding every namespace's index from the store), then brings
 vLLM up in the background so ``/healthz`` answers at once and ``/readyz`` turns
-200 when generation is possible. The outermost middleware caps request bodies
-and writes one access-log line per request (method, path, status, ms, key id;
-never a key, a body or a header value).
+200 when generation is possible. The memory's MCP endpoint (:mod:`server.mcp`,
+streamable HTTP) is one more route, at ``mcp.path``. The outermost middleware caps
+request bodies and writes one access-log line per request (method, path, status,
+ms, key id; never a key, a body or a header value).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -44,12 +46,21 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *, memory_obj: HEIMemory | None = None) -> FastAPI:
-    """The server app. ``memory_obj`` replaces the engine built from ``engine`` (tests); it is not closed on shutdown."""
+def require_api_keys(settings: ServerSettings) -> None:
+    """ConfigError when no API key is configured (every route but the probes needs one)."""
     if not settings.api_keys:
         raise ConfigError("no API keys configured: create one with `hei-nw api-key --tenant <name>` and put the printed "
                           "hash under [[api_keys]] in the server settings (or HEI_NW_SERVER__API_KEYS)")
+
+
+def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *, memory_obj: HEIMemory | None = None) -> FastAPI:
+    """The server app. ``memory_obj`` replaces the engine built from ``engine`` (tests); it is not closed on shutdown."""
+    require_api_keys(settings)
     engine = engine or HeiNwSettings()
+    keys = KeyRing(settings.api_keys)
+    limiter = TokenBucket(settings.limits.requests_per_s, settings.limits.burst)
+    auth_failures = TokenBucket(settings.limits.auth_failures_per_s, settings.limits.auth_failure_burst)
+    mcp_server: Any = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,10 +68,8 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
         gateway = MemoryGateway(mem, settings.memory)
         vllm = VllmProcess(settings.vllm, log_file=settings.vllm.log_file or engine.store.data_dir / "vllm.log")
         upstream = Upstream(vllm.base_url, api_key=vllm.api_key, timeout_s=settings.vllm.request_timeout_s)
-        st = ServerState(settings=settings, memory=mem, gateway=gateway, vllm=vllm, upstream=upstream,
-                         keys=KeyRing(settings.api_keys), limiter=TokenBucket(settings.limits.requests_per_s, settings.limits.burst),
-                         auth_failures=TokenBucket(settings.limits.auth_failures_per_s, settings.limits.auth_failure_burst),
-                         adapters=ConsolidatedAdapters(vllm))
+        st = ServerState(settings=settings, memory=mem, gateway=gateway, vllm=vllm, upstream=upstream, keys=keys,
+                         limiter=limiter, auth_failures=auth_failures, adapters=ConsolidatedAdapters(vllm))
         st.embeds = MemoryEmbedder(settings.vllm)
         st.consolidation = ConsolidationJobs(mem, st.adapters, root=mem.settings.store.data_dir / "consolidated",
                                              model=mem.settings.model)
@@ -70,7 +79,8 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
             log.info("indexes of %d namespaces rebuilt from the store", n)
         bring_up = asyncio.create_task(_bring_up_backend(st))
         try:
-            yield
+            async with mcp_server.session_manager.run() if mcp_server is not None else contextlib.nullcontext():
+                yield
         finally:
             bring_up.cancel()
             await upstream.aclose()
@@ -85,8 +95,20 @@ def create_app(settings: ServerSettings, engine: HeiNwSettings | None = None, *,
     app.include_router(memory.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if settings.mcp.enabled:
+        mcp_server = _mount_mcp(app, settings, keys, limiter, auth_failures)
     app.add_middleware(BodyLimitAndAccessLog, max_bytes=settings.limits.max_body_bytes)
     return app
+
+
+def _mount_mcp(app: FastAPI, settings: ServerSettings, keys: KeyRing, limiter: TokenBucket, auth_failures: TokenBucket) -> Any:
+    """The MCP endpoint at ``mcp.path`` (None, with a warning, when the ``mcp`` extra is missing)."""
+    try:
+        from server.mcp.transport import mount
+    except ImportError as err:
+        log.warning('MCP endpoint off: %s is not installed (pip install "hei-nw[mcp]")', err.name)
+        return None
+    return mount(app, lambda: app.state.hei.gateway, settings, keys, limiter, auth_failures)
 
 
 async def _bring_up_backend(st: ServerState) -> None:

@@ -13,6 +13,7 @@ mode comes from ``hei_mode`` in the body (OpenAI clients send it with
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -58,22 +59,32 @@ def state(request: Request) -> ServerState:
 async def principal(request: Request) -> Principal:
     """Dependency: the authenticated caller (401 without a valid key, 429 over its rate)."""
     st = state(request)
-    client = request.client.host if request.client else "-"
-    auth = request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-    who = st.keys.authenticate(key, slow=st.auth_failures.available(client) >= 1.0) if key else None
+    who = admit(st.keys, st.limiter, st.auth_failures, request.headers, request.client.host if request.client else "-")
+    request.state.key_id = who.key_id  # for the access log
+    return who
+
+
+def admit(keys: KeyRing, limiter: TokenBucket, auth_failures: TokenBucket, headers: Mapping[str, str],
+          client: str) -> Principal:
+    """The caller that ``headers`` authenticate, charged one token; ApiError 401 or 429 otherwise.
+
+    Shared by the HTTP API and the MCP transport (``server.mcp``). ``client`` is the peer address
+    that failed attempts are charged to.
+    """
+    auth = headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+    who = keys.authenticate(key, slow=auth_failures.available(client) >= 1.0) if key else None
     if who is None:
-        wait = st.auth_failures.take(client)
+        wait = auth_failures.take(client)
         if wait > 0:
             raise ApiError(429, "too many failed authentications from this address", type="rate_limit_error",
                            code="rate_limited", headers={"Retry-After": str(max(1, math.ceil(wait)))})
         raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key",
                        headers={"WWW-Authenticate": "Bearer"})
-    wait = st.limiter.take(who.key_id)
+    wait = limiter.take(who.key_id)
     if wait > 0:
         raise ApiError(429, f"rate limit exceeded; retry in {wait:.2f} s", type="rate_limit_error", code="rate_limited",
                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
-    request.state.key_id = who.key_id  # for the access log
     return who
 
 

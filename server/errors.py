@@ -73,7 +73,8 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def _input_status(err: InputError) -> tuple[int, str]:
+def input_status(err: InputError) -> tuple[int, str]:
+    """HTTP status and error code of an engine caller error (500 'server_config' for a bad server setting)."""
     if isinstance(err, (TraceNotFoundError, UnknownNamespaceError)):
         return 404, "not_found"
     if isinstance(err, PayloadTooLargeError):
@@ -81,6 +82,21 @@ def _input_status(err: InputError) -> tuple[int, str]:
     if isinstance(err, ConfigError):
         return 500, "server_config"
     return 400, "invalid_input"
+
+
+def fault_answer(err: RuntimeFault) -> tuple[int, str, str]:
+    """(status, message, code) a client sees for a runtime fault: fixed text, never the exception's details."""
+    if isinstance(err, BackendUnavailableError):
+        return 503, "generation backend unavailable; retry later", "backend_unavailable"
+    if isinstance(err, StoreUnavailableError):
+        return 503, "memory store unavailable; retry later", "store_unavailable"
+    return 500, f"internal error ({type(err).__name__})", "internal"
+
+
+def validation_message(errors: list[Any], skip: tuple[str, ...] = ("body",)) -> str:
+    """'field.path: what is wrong; ...' for the first five pydantic errors (location parts in ``skip`` left out)."""
+    parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x not in skip)}: {e.get('msg')}" for e in errors[:5]]
+    return "; ".join(parts) or "invalid request"
 
 
 def install(app: FastAPI) -> None:
@@ -92,7 +108,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(InputError)
     async def _input(_: Request, err: InputError) -> JSONResponse:
-        status, code = _input_status(err)
+        status, code = input_status(err)
         if status == 500:  # a bad server setting is not the caller's business
             log.error("configuration error: %s", err)
             return JSONResponse(error_body("server configuration error", "server_error", code), status_code=500)
@@ -101,13 +117,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RuntimeFault)
     async def _fault(request: Request, err: RuntimeFault) -> JSONResponse:
         log.error("%s on %s %s: %s", type(err).__name__, request.method, request.url.path, err)
-        if isinstance(err, BackendUnavailableError):
-            return JSONResponse(error_body("generation backend unavailable; retry later", "server_error", "backend_unavailable"),
-                                status_code=503, headers={"Retry-After": "5"})
-        if isinstance(err, StoreUnavailableError):
-            return JSONResponse(error_body("memory store unavailable; retry later", "server_error", "store_unavailable"),
-                                status_code=503, headers={"Retry-After": "5"})
-        return JSONResponse(error_body(f"internal error ({type(err).__name__})", "server_error", "internal"), status_code=500)
+        status, message, code = fault_answer(err)
+        return JSONResponse(error_body(message, "server_error", code), status_code=status,
+                            headers={"Retry-After": "5"} if status == 503 else None)
 
     @app.exception_handler(UpstreamError)
     async def _upstream(_: Request, err: UpstreamError) -> JSONResponse:
@@ -119,8 +131,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body')}: {e.get('msg')}" for e in err.errors()[:5]]
-        return JSONResponse(error_body("; ".join(parts) or "invalid request", "invalid_request_error", "invalid_input"),
+        return JSONResponse(error_body(validation_message(list(err.errors())), "invalid_request_error", "invalid_input"),
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

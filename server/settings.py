@@ -28,6 +28,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def tenant_name(v: str) -> str:
+    """``v`` when it can name a tenant, else ValueError."""
+    # '/' separates tenant from user in the namespace; forbidding it keeps the split unambiguous.
+    if "/" in v or any(not c.isprintable() or c.isspace() for c in v):
+        raise ValueError("tenant must not contain '/', spaces or control characters")
+    return v
+
+
 class TenantKey(_Section):
     """One API key, by hash, and the tenant it speaks for."""
 
@@ -38,10 +46,7 @@ class TenantKey(_Section):
     @field_validator("tenant")
     @classmethod
     def _tenant_chars(cls, v: str) -> str:
-        # '/' separates tenant from user in the namespace; forbidding it keeps the split unambiguous.
-        if "/" in v or any(not c.isprintable() or c.isspace() for c in v):
-            raise ValueError("tenant must not contain '/', spaces or control characters")
-        return v
+        return tenant_name(v)
 
     @field_validator("hash")
     @classmethod
@@ -107,6 +112,22 @@ class ServerMemorySettings(_Section):
     consolidated_adapters: dict[str, Path] = Field(default_factory=dict, description="Tenant -> consolidated LoRA folder served for modes B2/B3 (loaded into vLLM at start).")
 
 
+class McpSettings(_Section):
+    """The Model Context Protocol face of the memory (``server.mcp``): tools for desktop and IDE assistants."""
+
+    enabled: bool = Field(True, description="Serve MCP's streamable HTTP transport at `path` inside `hei-nw serve`.")
+    path: str = Field("/mcp", pattern=r"^/[A-Za-z0-9._~/-]*$", description="URL path of the streamable HTTP endpoint.")
+    tenant: str = Field("local", min_length=1, max_length=64, description="Tenant of stdio sessions (`hei-nw mcp`), which have no API key; over HTTP the key names the tenant.")
+    user: str = Field("default", min_length=1, max_length=128, description="User of stdio sessions, and of HTTP requests that name none (X-HEI-User header or ?user=); the namespace is '<tenant>/<user>'.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header values the HTTP transport accepts, e.g. ['127.0.0.1:*', 'localhost:*'] (DNS-rebinding protection; Origin must then match too). Empty accepts any host: every request needs an API key anyway.")
+    session_idle_timeout_s: float | None = Field(1800.0, gt=0, description="An HTTP session with no request for this long is closed (s); None keeps sessions until the client ends them.")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_chars(cls, v: str) -> str:
+        return tenant_name(v)
+
+
 class ServerSettings(BaseSettings):
     """All server settings. ``ServerSettings.from_file(path)`` or ``ServerSettings()`` (env only)."""
 
@@ -118,6 +139,7 @@ class ServerSettings(BaseSettings):
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     memory: ServerMemorySettings = Field(default_factory=ServerMemorySettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

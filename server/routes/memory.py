@@ -42,15 +42,20 @@ class WriteResponse(BaseModel):
     decisions: list[WriteDecision]
 
 
-class RecallRequest(BaseModel):
+class RecallQuery(BaseModel):
+    """What to recall; the MCP ``recall`` tool takes exactly these fields (its user comes from the session)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    user: str | None = Field(None, description="End user; the namespace is '<tenant>/<user>' (default 'default').")
     cue: str | Cue = Field(..., description="Question or fragment, or {text, slots}.")
     k: int = Field(5, ge=1, le=256, description="Traces to return.")
     where: dict[str, Any] | None = Field(None, description="Keep traces whose slots/metadata equal every value.")
     max_tokens: int | None = Field(None, ge=1, description="Budget of the packed memory (tokens).")
     min_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="Drop traces with a lower cosine to the cue.")
+
+
+class RecallRequest(RecallQuery):
+    user: str | None = Field(None, description="End user; the namespace is '<tenant>/<user>' (default 'default').")
 
 
 class TraceList(BaseModel):

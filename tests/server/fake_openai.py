@@ -84,17 +84,25 @@ def fake_openai_server() -> Iterator[tuple[str, list[dict[str, Any]], dict[str, 
     """(base URL, recorded requests, loaded LoRAs) of a running fake server."""
     seen: list[dict[str, Any]] = []
     loras: dict[str, str] = {}
+    with serve_on_loopback(make_app(seen, loras)) as url:
+        yield url, seen, loras
+
+
+@contextmanager
+def serve_on_loopback(app: Any) -> Iterator[str]:
+    """Base URL of ``app`` served by uvicorn on a free 127.0.0.1 port in a thread (lifespan included)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(seen, loras), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
+        assert thread.is_alive(), "the server thread ended before it started serving"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", seen, loras
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
