@@ -19,13 +19,13 @@ import pytest
 
 pytest.importorskip("mcp", reason='install the MCP extra: pip install "hei-nw[mcp]"')
 import httpx
+from hei_nw_eval.reliability.fuzz.common import changed_tables, snapshot
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from mcp.shared.memory import create_connected_server_and_client_session
 from pydantic import AnyUrl
 
-from hei_nw_eval.reliability.fuzz.common import changed_tables, snapshot
 from hei_nw_plugin.cli import build_parser
 from hei_nw_plugin.memory import HEIMemory
 from hei_nw_plugin.types import MemoryEvent
