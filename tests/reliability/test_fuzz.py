@@ -1,4 +1,4 @@
-"""Bad input (issue 8, part 4): CI-sized runs of the three fuzz suites, and one regression test per
+"""Bad input (issue 8, part 4; MCP: issue 18): CI-sized runs of the four fuzz suites, and one regression test per
 defect the full-size run found (each reproduces the generated case that broke the property)."""
 
 from __future__ import annotations
@@ -40,6 +40,35 @@ def test_http_fuzz_ci_size() -> None:
     r = run_http(80, seed=0)
     assert r.cases >= 70 and r.rejected > 10 and r.accepted > 5
     assert r.failures == 0, r.distinct_failures
+
+
+def test_mcp_fuzz_ci_size() -> None:
+    pytest.importorskip("mcp")
+    from hei_nw_eval.reliability.fuzz.mcp_tools import run_mcp
+
+    r = run_mcp(150, seed=0)
+    assert r.cases >= 140 and r.rejected > 30 and r.accepted > 20
+    assert r.outcomes.get("recall: ok", 0) > 0 and r.outcomes.get("remember: ok", 0) > 0
+    assert r.failures == 0, r.distinct_failures
+
+
+def test_the_mcp_suite_reports_a_foreign_namespace_and_a_change_made_by_a_refused_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MCP harness can fail too: a session reaching another user's traces, a tool error after a write."""
+    pytest.importorskip("mcp")
+    from hei_nw_eval.reliability.fuzz.mcp_tools import run_mcp
+    from server.gateway import MemoryGateway
+    from server.mcp.tools import MemoryTools
+
+    with monkeypatch.context() as m:
+        m.setattr(MemoryTools, "where", lambda self, ctx: ("fuzz", "fuzz/other"))
+        assert "foreign_namespace" in {f.kind for f in run_mcp(150, seed=0).distinct_failures}
+
+    async def pin_then_refuse(self: MemoryGateway, ns: str, trace_id: str, pinned: bool) -> None:
+        self.memory.unpin(self.memory.list_traces(namespace=ns)[0].id, namespace=ns)
+        raise InvalidEventError("refused after writing")
+
+    monkeypatch.setattr(MemoryGateway, "pin", pin_then_refuse)
+    assert "changed_on_reject" in {f.kind for f in run_mcp(150, seed=0).distinct_failures}
 
 
 def test_report_json_counts_cases_and_failures(tmp_path: Path) -> None:

@@ -1,15 +1,16 @@
 """``hei-nw reliability fuzz``: bad input through every door (issue 8, part 4).
 
-Three hypothesis-driven suites, each with its own share of the case budget:
+Four hypothesis-driven suites, each with its own share of the case budget:
 
 * ``python_api`` (:mod:`.engine_api`): HEIMemory's public methods with arbitrary arguments;
 * ``cli`` (:mod:`.cli_argv`): ``hei-nw`` run in-process on generated argv;
 * ``http_api`` (:mod:`.http_api`): schemathesis cases from the server's published OpenAPI schema,
-  sent in-process to the FastAPI app (with a fake generation backend on loopback).
+  sent in-process to the FastAPI app (with a fake generation backend on loopback);
+* ``mcp`` (:mod:`.mcp_tools`): MCP tool calls and resource reads through the SDK's ClientSession.
 
 The properties are the same at every door: bad input is refused as the caller's mistake (InputError,
-exit status 2 with one error line, HTTP 4xx), never a crash, a traceback or a 5xx; a refused request
-changes no stored byte; the store still verifies. Every case that breaks one is counted, and the first
+exit status 2 with one error line, HTTP 4xx, an MCP tool error), never a crash, a traceback or a 5xx;
+a refused request changes no stored byte; the store still verifies. Every case that breaks one is counted, and the first
 example of each distinct failure is kept in the JSON report.
 """
 
@@ -25,11 +26,11 @@ from typing import Any
 
 from hei_nw_eval.reliability.fuzz.common import SuiteResult
 
-SUITES = ("http_api", "cli", "python_api")  # run order: the Python suite, last, makes up any shortfall
+SUITES = ("http_api", "cli", "mcp", "python_api")  # run order: the Python suite, last, makes up any shortfall
 # Shares of the budget. An HTTP case costs ~20x a Python one (schemathesis generation, a request, two
 # snapshots), and operations with nothing to vary (GET /healthz) yield one case each, so the HTTP suite
 # may fall short of its share; the Python API suite then runs the rest so the total reaches ``cases``.
-SHARES = {"http_api": 0.3, "cli": 0.2, "python_api": 0.5}
+SHARES = {"http_api": 0.25, "cli": 0.15, "mcp": 0.15, "python_api": 0.45}
 
 
 @dataclass
@@ -69,6 +70,10 @@ def run(cases: int = 10_000, *, out: Path | None = None, seed: int = 0, suites: 
             from hei_nw_eval.reliability.fuzz.cli_argv import run_cli
 
             results.append(run_cli(budget[name], seed=seed))
+        elif name == "mcp":
+            from hei_nw_eval.reliability.fuzz.mcp_tools import run_mcp
+
+            results.append(run_mcp(budget[name], seed=seed))
         else:
             from hei_nw_eval.reliability.fuzz.http_api import run_http
 
@@ -86,7 +91,7 @@ def run(cases: int = 10_000, *, out: Path | None = None, seed: int = 0, suites: 
 
 def _versions() -> dict[str, str]:
     out: dict[str, str] = {}
-    for pkg in ("hypothesis", "schemathesis", "hei-nw"):
+    for pkg in ("hypothesis", "schemathesis", "mcp", "hei-nw"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -96,7 +101,7 @@ def _versions() -> dict[str, str]:
 
 def register(subparsers: Any) -> None:
     """Add ``fuzz`` under ``hei-nw reliability``."""
-    p = subparsers.add_parser("fuzz", help="property-based bad-input tests of the Python API, the CLI and the HTTP API")
+    p = subparsers.add_parser("fuzz", help="property-based bad-input tests of the Python API, the CLI, the HTTP API and the MCP tools")
     p.add_argument("--cases", type=int, default=10_000, help="generated cases in all (split across the suites)")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed (the same seed replays the same cases)")
     p.add_argument("--suite", action="append", choices=SUITES, help="run only this suite (repeatable; default all)")

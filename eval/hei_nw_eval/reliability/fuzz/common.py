@@ -112,6 +112,17 @@ def changed_tables(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
 
 
+def check_integrity(mem: Any, tally: Tally, where: str) -> None:
+    """Count a failure when ``mem.verify()`` raises or finds problems."""
+    try:
+        report = mem.verify()
+    except Exception as err:  # noqa: BLE001 - a verify that raises is a finding too
+        tally.fail("integrity", where, f"verify raised {type(err).__name__}: {err}", "")
+        return
+    if not report.ok:
+        tally.fail("integrity", where, f"verify found {len(report.problems)} problems: {report.problems[:3]}", "")
+
+
 def drive(body: Callable[[Any], None], strategy: st.SearchStrategy[Any], examples: int, seed: int) -> None:
     """Run ``body`` on up to ``examples`` generated values (generation only: no shrinking, no example database)."""
     if examples <= 0:
@@ -128,6 +139,12 @@ def drive(body: Callable[[Any], None], strategy: st.SearchStrategy[Any], example
         run()
     except Unsatisfiable:  # an operation with nothing to vary (e.g. no parameters to negate)
         pass
+
+
+def known(pool: list[str]) -> st.SearchStrategy[str]:
+    """One of ``pool``'s values (ids, namespaces) as the pool is when drawn; "t" while it is empty."""
+    # An index, not sampled_from(pool): the pool grows, and hypothesis needs the same draws to mean the same shape.
+    return st.integers(0, 2**16).map(lambda i: pool[i % len(pool)] if pool else "t")
 
 
 NASTY_TEXT = ["", " ", "\n", "\x00", "a\x00b", "\ud800", "\u202e\u0301", "-", "--", "-h", "=", "a=b", "k=", "=v",

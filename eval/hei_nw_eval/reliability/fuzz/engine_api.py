@@ -16,7 +16,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from hei_nw_eval.reliability.fuzz.common import SuiteResult, Tally, anything, changed_tables, drive, snapshot, texts
+from hei_nw_eval.reliability.fuzz.common import (
+    SuiteResult,
+    Tally,
+    anything,
+    changed_tables,
+    check_integrity,
+    drive,
+    known,
+    snapshot,
+    texts,
+)
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import HashingEmbedder
 from hei_nw_plugin.errors import InputError
@@ -82,14 +92,9 @@ class _Store:
         self.mem.close()
 
 
-def _known(pool: list[str]) -> st.SearchStrategy[str]:
-    # An index, not sampled_from(pool): the pool grows, and hypothesis needs the same draws to mean the same shape.
-    return st.integers(0, 2**16).map(lambda i: pool[i % len(pool)] if pool else "t")
-
-
 def _args(data: st.DataObject, op: str, s: _Store) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    ns = data.draw(st.one_of(_known(s.namespaces), _known(s.namespaces), texts, anything), label="namespace")
-    tid = data.draw(st.one_of(_known(s.ids), _known(s.ids), texts, anything), label="trace_id")
+    ns = data.draw(st.one_of(known(s.namespaces), known(s.namespaces), texts, anything), label="namespace")
+    tid = data.draw(st.one_of(known(s.ids), known(s.ids), texts, anything), label="trace_id")
     kw: dict[str, Any] = {"namespace": ns}
     if op == "write":
         return (data.draw(events, label="event"),), kw
@@ -119,7 +124,7 @@ def _args(data: st.DataObject, op: str, s: _Store) -> tuple[tuple[Any, ...], dic
             kw["where"] = data.draw(st.one_of(st.dictionaries(texts, anything, max_size=2), anything), label="where")
         return (), kw
     if op in ("verify", "stats", "evict"):
-        kw["namespace"] = data.draw(st.one_of(st.none(), _known(s.namespaces), texts, anything), label="namespace")
+        kw["namespace"] = data.draw(st.one_of(st.none(), known(s.namespaces), texts, anything), label="namespace")
         if op == "evict" and data.draw(st.booleans(), label="give now"):
             kw["now"] = data.draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True), anything), label="now")
         return (), kw
@@ -181,10 +186,4 @@ def _after_success(op: str, out: Any, args: tuple[Any, ...], kw: dict[str, Any],
 
 
 def _check_integrity(s: _Store, tally: Tally, where: str) -> None:
-    try:
-        report = s.mem.verify()
-    except Exception as err:  # noqa: BLE001 - a verify that raises is a finding too
-        tally.fail("integrity", where, f"verify raised {type(err).__name__}: {err}", "")
-        return
-    if not report.ok:
-        tally.fail("integrity", where, f"verify found {len(report.problems)} problems: {report.problems[:3]}", "")
+    check_integrity(s.mem, tally, where)
