@@ -12,7 +12,9 @@ map the first to HTTP 4xx / a tool error and the second to 5xx / a retry::
     │   ├── TraceNotFoundError      no such trace in that namespace
     │   └── ConfigError             a setting is missing or out of range
     └── RuntimeFault                the system, not the caller, failed
-        ├── StoreUnavailableError   database cannot be reached
+        ├── StoreUnavailableError   database cannot be reached (after waiting store.reconnect_s)
+        │   ├── DiskFullError       no space left for the store or its key file; nothing was stored
+        │   └── CommitUnknownError  the connection dropped during COMMIT: the change may or may not be stored
         ├── IndexCorruptError       ANN index file unreadable (rebuilt from store)
         ├── IntegrityError          signature / hash chain / ciphertext check failed
         ├── DecryptionError         wrong or missing key for a payload
@@ -65,7 +67,28 @@ class RuntimeFault(HeiNwError, RuntimeError):
 
 
 class StoreUnavailableError(RuntimeFault):
-    """The trace store (SQLite file or PostgreSQL server) cannot be used."""
+    """The trace store (SQLite file or PostgreSQL server) cannot be used.
+
+    ``transient`` is true when the connection dropped before anything was committed
+    (a server restart, a terminated backend, a deadlock victim), so the same call may be
+    repeated as is; the store itself repeats such calls for ``store.reconnect_s`` first.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class DiskFullError(StoreUnavailableError):
+    """No space is left on the disk that holds the store, its WAL or its key file; the call stored nothing."""
+
+
+class CommitUnknownError(StoreUnavailableError):
+    """The connection dropped while the COMMIT was in flight: the change may or may not be stored.
+
+    Writes resolve this themselves (they look their new trace ids up once the store is back);
+    a delete, pin or expiry change raises it: read the trace before repeating the call.
+    """
 
 
 class IndexCorruptError(RuntimeFault):

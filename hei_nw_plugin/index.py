@@ -13,12 +13,14 @@ are therefore zeroed in every file :meth:`USearchIndex.save` writes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +53,17 @@ def _preload_onnxruntime() -> None:
 _preload_onnxruntime()
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on ``path`` across processes (released on close, and when the holder dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def usearch_index_class() -> Any:
     """``usearch.index.Index`` (imported on first use)."""
     from usearch.index import Index
@@ -66,7 +79,7 @@ class ANNIndex(Protocol):
     def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]: ...
     def vector(self, key: int) -> np.ndarray | None: ...
     def ids(self) -> np.ndarray: ...
-    def save(self) -> None: ...
+    def save(self) -> bool: ...
     def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]: ...
     def __len__(self) -> int: ...
 
@@ -86,6 +99,7 @@ class USearchIndex:
         self._lock = threading.RLock()
         self._dirty = 0
         self._removed: set[bytes] = set()  # stored bytes of removed vectors whose slots still hold them
+        self._removed_since_save = False  # the file on disk may still hold an entry removed since
         self.loaded_from_disk = False
         self._index = Index(
             ndim=ndim, metric="cos", dtype=settings.dtype, connectivity=settings.connectivity,
@@ -149,6 +163,7 @@ class USearchIndex:
         vec = self._index.get(key, dtype=self._index.dtype)
         if vec is not None:
             self._removed.add(np.ascontiguousarray(vec).tobytes())
+            self._removed_since_save = True
         self._index.remove(key)
 
     def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -167,17 +182,38 @@ class USearchIndex:
         if self.path is not None and self._dirty >= max(self.settings.save_every, len(self._index) // 10):
             self.save()
 
-    def save(self) -> None:
-        """Write the index atomically (temp file + rename) so a crash leaves the old file or the new one."""
+    def save(self) -> bool:
+        """Write the index atomically (temp file + rename) so a crash leaves the old file or the new one.
+
+        Processes sharing the folder take turns (``flock`` on ``<file>.lock``), so two saves never
+        write one temp file at once. A save that fails (a full disk) removes its temp file, logs a
+        warning and returns False instead of raising: the store is the source of truth, the graph
+        stays in memory and the next save, or a rebuild at the next open, catches the file up. When
+        entries were removed since the last save, the old file is removed as well, since it still
+        holds their vectors (keys derived from deleted traces).
+        """
         if self.path is None:
-            return
+            return True
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            self._index.save(str(tmp))
-            self._zero_removed(tmp)
-            os.replace(tmp, self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with _file_lock(self.path.with_name(self.path.name + ".lock")):
+                    self._index.save(str(tmp))
+                    self._zero_removed(tmp)
+                    os.replace(tmp, self.path)
+            except (OSError, RuntimeError) as err:  # usearch reports a failed write as RuntimeError
+                tmp.unlink(missing_ok=True)
+                self._dirty = 0  # the next automatic attempt waits for another save_every changes
+                if self._removed_since_save:
+                    self.path.unlink(missing_ok=True)
+                log.warning("index file %s not saved (%s: %s); %s", self.path, type(err).__name__, err,
+                            "removed the old file, which held removed entries; it is rebuilt from the store at the next open"
+                            if self._removed_since_save else "the old file stays and is caught up from the store at the next open")
+                return False
             self._dirty = 0
+            self._removed_since_save = False
+            return True
 
     def _zero_removed(self, file: Path) -> None:
         """Zero the bytes of removed vectors in a just-written index file.
@@ -225,8 +261,9 @@ class USearchIndex:
                 vecs = load_keys([int(i) for i in chunk])
                 good = np.isfinite(vecs).all(axis=1) & (np.abs(vecs).sum(axis=1) > 0) if vecs.shape[1:] == (self.ndim,) \
                     else np.zeros(len(chunk), dtype=bool)
-                if not good.all():  # a tampered key: unsearchable, and verify() names its trace
-                    log.warning("%d stored key(s) are malformed and stay out of the index; run verify()", int((~good).sum()))
+                if not good.all():  # deleted since the store was listed (another process), or a tampered key
+                    log.warning("%d key(s) stay out of the index: deleted since the store's rows were listed, or "
+                                "malformed (run verify())", int((~good).sum()))
                 self._index.add(chunk[good], np.ascontiguousarray(vecs[good], dtype=np.float32), threads=1)
             changed = len(extra) + len(missing)
             if changed:
@@ -337,10 +374,10 @@ class ShardedIndex:
         top = np.argsort(-sims, kind="stable")[:count]
         return keys[top], sims[top]
 
-    def save(self) -> None:
+    def save(self) -> bool:
         with self._lock:
-            for graph in self._shards.values():
-                graph.save()
+            saved = [graph.save() for graph in self._shards.values()]  # every shard, even after one failed
+            return all(saved)
 
     def reconcile(self, store_ids: np.ndarray, load_keys: KeyLoader) -> tuple[int, int]:
         """Make the shards hold exactly ``store_ids``: stale entries leave their shard, missing ones join theirs."""

@@ -119,7 +119,8 @@ class HEIMemory:
         self.hopfield = HopfieldCompleter(beta=s.hopfield.beta, steps=s.hopfield.steps, mix=s.hopfield.mix)
         self.packer = Packer(s.pack, token_counter=token_counter)
         self.keys = key_provider or LocalKeyFile(s.key_file_path)
-        self.store = SQLTraceStore(s.sqlalchemy_url, self.keys, pool_size=s.store.pool_size)
+        self.store = SQLTraceStore(s.sqlalchemy_url, self.keys, pool_size=s.store.pool_size, reconnect_s=s.store.reconnect_s,
+                                   connect_timeout_s=s.store.connect_timeout_s)
         index_dir = (s.store.data_dir / "index" / _url_tag(s.sqlalchemy_url)) if persist_index else None
         self.index = NamespacedIndex(s.keyer.dim, s.index, index_dir)
         self._pending_touch: dict[int, tuple[int, float]] = {}

@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,11 +26,19 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, or_, select, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from hei_nw_plugin.errors import ConfigError, DecryptionError, IntegrityError, StoreUnavailableError, TraceNotFoundError
+from hei_nw_plugin.errors import (
+    CommitUnknownError,
+    ConfigError,
+    DecryptionError,
+    IntegrityError,
+    StoreUnavailableError,
+    TraceNotFoundError,
+)
 from hei_nw_plugin.keyer import unpack_sparse
-from hei_nw_plugin.store import attest, crypto
+from hei_nw_plugin.store import attest, crypto, faults
 from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.store.schema import meta, metadata, provenance, replay_queue, trace_keys, traces
 from hei_nw_plugin.types import SourcePointer, Trace
@@ -98,10 +107,13 @@ def _aad(namespace: str, trace_id: str, key_blob: bytes, created_at: float, ext_
 class SQLTraceStore:
     """SQLAlchemy implementation of the trace store."""
 
-    def __init__(self, url: str, keys: KeyProvider, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, keys: KeyProvider, *, pool_size: int = 5, reconnect_s: float = 15.0,
+                 connect_timeout_s: int = 5) -> None:
         self.url = url
         self.keys = keys
         self.is_sqlite = url.startswith("sqlite")
+        self.reconnect_s = reconnect_s
+        self.where = faults.describe(url)
         self._lock = threading.RLock()
         self._signatures = attest.SignatureCache()
         try:
@@ -112,26 +124,62 @@ class SQLTraceStore:
                 self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 _sqlite_pragmas(self.engine)
             else:
-                self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
-            metadata.create_all(self.engine)
-            with self._tx() as conn:
-                if conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).first() is None:
-                    conn.execute(insert(meta).values(name="chain_head", value=GENESIS))
+                # connect_timeout bounds one attempt to a host that drops packets; a URL's own value wins.
+                args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": connect_timeout_s}
+                self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=args)
         except (SQLAlchemyError, ImportError, OSError, ValueError) as err:  # also: no driver, no folder, NUL in the path
             raise StoreUnavailableError(f"trace store at {_redact_url(url)} is unavailable: {err.__class__.__name__}: {err}") from err
+        self._create_schema()
+
+    @faults.retrying
+    def _create_schema(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except DBAPIError as err:
+            raise faults.store_error(err, self.where, "connect") from err
+        except (SQLAlchemyError, OSError) as err:
+            raise StoreUnavailableError(f"trace store at {_redact_url(self.url)} is unavailable: {err.__class__.__name__}: {err}") from err
+        with self._tx() as conn:
+            if conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).first() is None:
+                conn.execute(insert(meta).values(name="chain_head", value=GENESIS))
 
     # ----------------------------------------------------------------- plumbing
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        try:
-            with self._lock, self.engine.begin() as conn:
-                conn.info.pop(_HEAD, None)  # a rolled-back transaction may have left one behind
-                yield conn
-                head = conn.info.pop(_HEAD, None)
-                if head is not None:  # the chain moved: one head update per transaction, not per record
-                    conn.execute(update(meta).where(meta.c.name == "chain_head").values(value=head))
-        except OperationalError as err:
-            raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
+        """One write transaction; database failures become :mod:`.faults`' errors, a full disk DiskFullError.
+
+        On PostgreSQL the chain head row is locked first, so writers run one after another and
+        each sees the rows the one before it committed (a keyed write then finds the version it
+        replaces; without the lock two writers of one key deadlocked or broke the unique key).
+        """
+        with self._lock:
+            try:
+                conn = self.engine.connect()
+            except DBAPIError as err:
+                raise faults.store_error(err, self.where, "connect") from err
+            try:
+                trans = conn.begin()
+                try:
+                    if not self.is_sqlite:
+                        conn.execute(select(meta.c.value).where(meta.c.name == "chain_head").with_for_update())
+                    conn.info.pop(_HEAD, None)  # a rolled-back transaction may have left one behind
+                    yield conn
+                    head = conn.info.pop(_HEAD, None)
+                    if head is not None:  # the chain moved: one head update per transaction, not per record
+                        conn.execute(update(meta).where(meta.c.name == "chain_head").values(value=head))
+                except BaseException as err:
+                    _rollback_quietly(trans)
+                    if isinstance(err, DBAPIError):
+                        raise faults.store_error(err, self.where, "transaction") from err
+                    raise
+                try:
+                    trans.commit()
+                except DBAPIError as err:
+                    raise faults.store_error(err, self.where, "commit") from err
+            except DBAPIError as err:  # BEGIN itself failed (SQLite: the write lock stayed busy past its timeout)
+                raise faults.store_error(err, self.where, "transaction") from err
+            finally:
+                conn.close()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -141,8 +189,8 @@ class SQLTraceStore:
             opts: dict[str, Any] = {"hei_read": True} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
             with self.engine.connect().execution_options(**opts) as conn:
                 yield conn
-        except OperationalError as err:
-            raise StoreUnavailableError(f"trace store error: {err.orig!r}") from err
+        except DBAPIError as err:
+            raise faults.store_error(err, self.where, "read") from err
 
     def close(self) -> None:
         self.engine.dispose()
@@ -180,12 +228,33 @@ class SQLTraceStore:
 
         A batch without caller keys goes in as one multi-row statement per table (bulk import speed);
         a batch with keys goes row by row, since each keyed row may replace one stored or written just before.
+        When the connection drops while the COMMIT is in flight, the batch's signed write records are
+        looked up once the store answers again: found, it committed (the replaced seqs are then not
+        known; the index drops them when it next reconciles); not found, it is written again.
         """
-        kek_id = self.keys.current_kek_id()
-        kek = self.keys.kek(kek_id)
         if not rows:
             return []
+        try:
+            return self._insert_tx(rows, priority)
+        except CommitUnknownError as err:
+            written = self._written_seqs([r.id for r in rows])
+            if len(written) == len(rows):
+                log.warning("insert: %s; the batch's %d write records are stored, so it committed", err, len(rows))
+                return [StoredRef(seq=written[r.id], id=r.id) for r in rows]
+            if written:  # one transaction commits all of it or none: a partial batch is a store defect
+                raise IntegrityError(f"insert: {len(written)} of {len(rows)} write records stored after a lost COMMIT; "
+                                     "run verify()") from err
+            log.warning("insert: %s; none of the batch is stored, writing it again", err)
+            return self._insert_tx(rows, priority)
+
+    @faults.retrying
+    def _insert_tx(self, rows: Sequence[NewTrace], priority: Sequence[float] | None) -> list[StoredRef]:
         with self._tx() as conn:
+            # Read the current key inside the write lock: a rotation by another process sharing the key
+            # file has then either re-wrapped this batch's keys already or will wait for its commit.
+            self.keys.refresh()
+            kek_id = self.keys.current_kek_id()
+            kek = self.keys.kek(kek_id)
             if any(r.ext_key is not None for r in rows):
                 return [self._insert_one(conn, row, kek_id, kek, priority[i] if priority is not None else row.gate_score)
                         for i, row in enumerate(rows)]
@@ -202,6 +271,14 @@ class SQLTraceStore:
             self._append_many(conn, [(row.namespace, "write", row.id, self._write_record(row, blob, seq))
                                      for row, (blob, _w), seq in zip(rows, sealed, seqs, strict=True)])
         return [StoredRef(seq=seq, id=row.id) for seq, row in zip(seqs, rows, strict=True)]
+
+    @faults.retrying
+    def _written_seqs(self, trace_ids: Sequence[str]) -> dict[str, int]:
+        """Trace id -> seq, from the signed write records of those of ``trace_ids`` that were ever stored."""
+        with self._read() as conn:
+            recs = conn.execute(select(provenance.c.trace_id, provenance.c.record).where(
+                provenance.c.event == "write", provenance.c.trace_id.in_(list(trace_ids)))).all()
+        return {tid: int(json.loads(text)["seq"]) for tid, text in recs}
 
     def _insert_one(self, conn: Connection, row: NewTrace, kek_id: str, kek: bytes, priority: float) -> StoredRef:
         replaced = None
@@ -243,9 +320,11 @@ class SQLTraceStore:
             # Data key first: once it is gone the ciphertext is noise, whatever else survives.
             conn.execute(delete(trace_keys).where(trace_keys.c.trace_seq == seq))
             conn.execute(delete(replay_queue).where(replay_queue.c.trace_seq == seq))
-            conn.execute(delete(traces).where(traces.c.seq == seq))
-            self._append(conn, namespace, "delete", tid, {"reason": reason})
+            if conn.execute(delete(traces).where(traces.c.seq == seq)).rowcount:
+                # Another process may have deleted it since the caller chose it (two evictions at once).
+                self._append(conn, namespace, "delete", tid, {"reason": reason})
 
+    @faults.retrying
     def delete(self, namespace: str, trace_id: str, *, reason: str = "delete") -> int:
         """Delete one trace (payload shredded); returns its seq. Raises TraceNotFoundError."""
         with self._tx() as conn:
@@ -257,11 +336,12 @@ class SQLTraceStore:
             self._checkpoint()
         return int(row.seq)
 
+    @faults.retrying
     def delete_many(self, namespace: str, rows: Sequence[tuple[int, str]], *, reason: str) -> None:
         if not rows:
             return
         with self._tx() as conn:
-            self._delete_rows(conn, namespace, rows, reason=reason)
+            self._delete_rows(conn, namespace, sorted(rows), reason=reason)
         if self.is_sqlite:
             self._checkpoint()
 
@@ -280,8 +360,6 @@ class SQLTraceStore:
         if dest.exists():
             raise ConfigError(f"{dest} exists; a backup never overwrites a file")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        import sqlite3
-
         try:
             with self._lock, self.engine.connect() as conn:
                 src: Any = conn.connection.driver_connection
@@ -296,16 +374,22 @@ class SQLTraceStore:
         return dest
 
     def _checkpoint(self) -> None:
-        """Fold the WAL into the database so shredded keys leave no copy in the log file."""
+        """Fold the WAL into the database so shredded keys leave no copy in the log file.
+
+        Advisory: the delete has committed by now, so a failure (a full disk, a reader in another
+        process holding an old snapshot) is logged and the next checkpoint catches up.
+        """
         try:
             with self.engine.connect() as conn:
                 raw: Any = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
                 busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except SQLAlchemyError:
-            busy = 1
-        if busy:  # a reader in another process holds an old snapshot: the next checkpoint catches up
+        except (SQLAlchemyError, sqlite3.Error) as err:
+            log.warning("WAL checkpoint failed (%s); deleted data keys stay in %s-wal until the next one", err, self.url)
+            return
+        if busy:
             log.warning("WAL checkpoint blocked by a reader; deleted data keys stay in %s-wal until the next one", self.url)
 
+    @faults.retrying
     def set_pinned(self, namespace: str, trace_id: str, pinned: bool) -> int:
         with self._tx() as conn:
             row = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).first()
@@ -315,6 +399,7 @@ class SQLTraceStore:
             self._append(conn, namespace, "pin" if pinned else "unpin", trace_id, {})
             return int(row.seq)
 
+    @faults.retrying
     def set_expiry(self, namespace: str, trace_id: str, expires_at: float | None) -> None:
         """Move (or clear, with None) a trace's expiry; logged as an 'expiry' event."""
         with self._tx() as conn:
@@ -324,11 +409,13 @@ class SQLTraceStore:
             conn.execute(update(traces).where(traces.c.seq == row.seq).values(expires_at=expires_at))
             self._append(conn, namespace, "expiry", trace_id, {"expires_at": repr(expires_at)})
 
+    @faults.retrying
     def log_event(self, namespace: str, event_name: str, body: dict[str, Any]) -> str:
         """Append a non-trace provenance event (key rotation, consolidation lineage, …)."""
         with self._tx() as conn:
             return self._append(conn, namespace, event_name, None, body)
 
+    @faults.retrying
     def touch(self, counts: dict[int, tuple[int, float]]) -> None:
         """Add recall counts: {seq: (count, last_recalled_at)}."""
         if not counts:
@@ -348,6 +435,13 @@ class SQLTraceStore:
         never used are left alone, since another store may share the key provider.
         """
         new_id = self.keys.new_kek()
+        n = self._rewrap(new_id)
+        for kid in self._retirable(new_id):
+            self.keys.retire_kek(kid)
+        return new_id, n
+
+    @faults.retrying
+    def _rewrap(self, new_id: str) -> int:
         new_kek = self.keys.kek(new_id)
         n = 0
         with self._tx() as conn:
@@ -363,6 +457,11 @@ class SQLTraceStore:
                 n += 1
             retires = sorted({r.kek_id for r in rows} - {new_id})
             self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n, "retires": retires})
+        return n
+
+    @faults.retrying
+    def _retirable(self, new_id: str) -> set[str]:
+        """KEKs a rotate record named that no row uses any more (and that the key provider still holds)."""
         with self._read() as conn:
             used = set(conn.execute(select(trace_keys.c.kek_id).distinct()).scalars().all())
             named: set[str] = set()
@@ -371,11 +470,10 @@ class SQLTraceStore:
                     named.update(json.loads(text).get("retires", []))
                 except (ValueError, AttributeError, TypeError):
                     continue  # a damaged record retires nothing; verify() names it
-        for kid in (named & set(self.keys.kek_ids())) - used - {new_id}:
-            self.keys.retire_kek(kid)
-        return new_id, n
+        return (named & set(self.keys.kek_ids())) - used - {new_id}
 
     # -------------------------------------------------------------------- reads
+    @faults.retrying
     def namespaces(self, *, include_empty: bool = False) -> list[str]:
         """Namespaces with live traces (or every namespace ever written, with ``include_empty``)."""
         if include_empty:
@@ -385,15 +483,18 @@ class SQLTraceStore:
         with self._read() as conn:
             return sorted(conn.execute(q).scalars().all())
 
+    @faults.retrying
     def head(self) -> str:
         """The provenance chain head: it moves with every mutation, by any process sharing the store."""
         with self._read() as conn:
             return str(conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).scalar_one())
 
+    @faults.retrying
     def has_namespace(self, namespace: str) -> bool:
         with self._read() as conn:
             return conn.execute(select(provenance.c.seq).where(provenance.c.namespace == namespace).limit(1)).first() is not None
 
+    @faults.retrying
     def seqs(self, namespace: str) -> np.ndarray:
         with self._read() as conn:
             ids = conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace)).scalars().all()
@@ -403,6 +504,7 @@ class SQLTraceStore:
         """Live and expired-but-not-evicted traces (of ``namespace``, or all)."""
         return self._count(traces, namespace)
 
+    @faults.retrying
     def _count(self, table: Any, namespace: str | None) -> int:
         q = select(func.count()).select_from(table)
         if namespace is not None:
@@ -410,20 +512,25 @@ class SQLTraceStore:
         with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
+    @faults.retrying
     def key_vectors(self, seqs: list[int]) -> np.ndarray:
-        """Dense keys for ``seqs`` in the given order."""
+        """Dense keys for ``seqs`` in the given order; a zero row for a seq that is gone or whose key is malformed.
+
+        A seq can be gone because another process deleted it after the caller listed the store's seqs.
+        """
         with self._read() as conn:
             rows = dict(conn.execute(select(traces.c.seq, traces.c.key_blob).where(traces.c.seq.in_(seqs))).all())
         vecs: list[np.ndarray | None] = []
         for s in seqs:
             try:
-                vecs.append(unpack_sparse(rows[s]))
+                vecs.append(unpack_sparse(rows[s]) if s in rows else None)
             except ValueError:  # a tampered key: the index leaves zero rows out (verify() names the trace)
                 vecs.append(None)
         width = next((v.shape[0] for v in vecs if v is not None), 0)
         return np.stack([v if v is not None and v.shape[0] == width else np.zeros(width, np.float32) for v in vecs]) \
             if seqs else np.zeros((0, 0), np.float32)
 
+    @faults.retrying
     def fetch(self, namespace: str, seqs: Sequence[int], *, attest: bool = True,
               ) -> tuple[dict[int, Trace], dict[int, np.ndarray], list[str]]:
         """Decrypt traces of ``namespace`` by seq; returns (traces, dense features, errors).
@@ -516,6 +623,7 @@ class SQLTraceStore:
             expires_at=datetime.fromtimestamp(r.expires_at, UTC) if r.expires_at is not None else None,
         ), feats
 
+    @faults.retrying
     def _one(self, namespace: str, cond: Any) -> Trace | None:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond, _alive())
@@ -535,10 +643,12 @@ class SQLTraceStore:
             raise TraceNotFoundError(f"no trace {trace_id!r} in namespace {namespace!r}")
         return t
 
+    @faults.retrying
     def seq_of(self, namespace: str, trace_id: str) -> int | None:
         with self._read() as conn:
             return conn.execute(select(traces.c.seq).where(traces.c.namespace == namespace, traces.c.id == trace_id)).scalar()
 
+    @faults.retrying
     def existing_keys(self, namespace: str, ext_keys: Sequence[str]) -> set[str]:
         """Which of ``ext_keys`` are live in ``namespace``."""
         if not ext_keys:
@@ -550,6 +660,7 @@ class SQLTraceStore:
     def get_by_key(self, namespace: str, ext_key: str) -> Trace | None:
         return self._one(namespace, traces.c.ext_key == ext_key)
 
+    @faults.retrying
     def list_traces(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
@@ -568,18 +679,21 @@ class SQLTraceStore:
             log.warning("list skipped %d trace(s) that fail integrity checks (run verify())", len(refused))
         return out
 
+    @faults.retrying
     def expired(self, namespace: str, now: float) -> list[tuple[int, str]]:
         with self._read() as conn:
             return [(int(r.seq), r.id) for r in conn.execute(select(traces.c.seq, traces.c.id).where(
                 traces.c.namespace == namespace, traces.c.pinned.is_(False), traces.c.expires_at.is_not(None),
                 traces.c.expires_at <= now)).all()]
 
+    @faults.retrying
     def retention_rows(self, namespace: str) -> list[Any]:
         with self._read() as conn:
             return list(conn.execute(select(traces.c.seq, traces.c.id, traces.c.created_at, traces.c.gate_score,
                                             traces.c.recall_count, traces.c.last_recalled_at).where(
                 traces.c.namespace == namespace, traces.c.pinned.is_(False))).all())
 
+    @faults.retrying
     def replay_rows(self, namespace: str | None = None) -> list[Any]:
         q = select(replay_queue)
         if namespace is not None:
@@ -591,6 +705,7 @@ class SQLTraceStore:
         """Traces in the replay queue (of ``namespace``, or all)."""
         return self._count(replay_queue, namespace)
 
+    @faults.retrying
     def mark_replayed(self, seqs: Sequence[int]) -> None:
         """Add one to the replay count of each queued trace in ``seqs`` (deleted ones are ignored)."""
         if not seqs:
@@ -600,6 +715,7 @@ class SQLTraceStore:
                 replay_count=replay_queue.c.replay_count + 1))
 
     # ------------------------------------------------------------------- verify
+    @faults.retrying
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> tuple[int, list[VerifyProblem]]:
         """Walk the provenance chain and the live rows; returns (records checked, problems).
 
@@ -659,6 +775,15 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         # Writers take the lock up front (no deadlocking lock upgrades); readers don't block them.
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("hei_read") else "BEGIN IMMEDIATE")
+
+
+def _rollback_quietly(trans: Any) -> None:
+    """Roll back after a failure; on a dead connection the rollback fails too, and the first error is the one to tell."""
+    try:
+        if trans.is_active:
+            trans.rollback()
+    except SQLAlchemyError:
+        log.debug("rollback after a failed transaction failed as well", exc_info=True)
 
 
 def _redact_url(url: str) -> str:
