@@ -42,13 +42,10 @@ from langgraph.graph.state import CompiledStateGraph
 from hei_nw_plugin.config import ModelSettings
 
 SYSTEM_PROMPT = "You are a helpful assistant. Answer in one short sentence."
-FACTS = [
-    "My name is Priya and I keep the spare studio key in the blue toolbox.",
-    "My daughter's school play is on Thursday at six in the evening.",
-]
-QUESTIONS = [
-    "Where do I keep the spare studio key?",
-    "When is my daughter's school play?",
+# (what the user says on "monday", what they ask on "friday")
+TOLD_AND_ASKED = [
+    ("My name is Priya and I keep the spare studio key in the blue toolbox.", "Where do I keep the spare studio key?"),
+    ("My daughter's school play is on Thursday at six in the evening.", "When is my daughter's school play?"),
 ]
 
 
@@ -122,20 +119,20 @@ async def run(chat_model: BaseChatModel, server: dict[str, Any]) -> Run:
         mcp = _Tools(tools)
         steps: list[Step] = []
         key_trace = None
-        for fact in FACTS:
+        for fact, _ in TOLD_AND_ASKED:
             step = Step("monday", fact)
             decision = await mcp.call(step, "remember", text=fact, pin=True)
             key_trace = key_trace or (decision.get("trace_id") if isinstance(decision, dict) else None)
             steps.append(step)
-        for question in QUESTIONS:
+        for _, question in TOLD_AND_ASKED:
             step = Step("friday", question)
             recalled = await mcp.call(step, "recall", cue=question, k=2)
             await _answer(chat_model, step, recalled["memory_tokens"]["text"] if isinstance(recalled, dict) else "")
             steps.append(step)
-        step = Step("friday", QUESTIONS[0])
+        step = Step("friday", TOLD_AND_ASKED[0][1])
         if key_trace is not None:
             await mcp.call(step, "forget", trace_id=key_trace)
-        recalled = await mcp.call(step, "recall", cue=QUESTIONS[0], k=2)
+        recalled = await mcp.call(step, "recall", cue=step.said, k=2)
         await _answer(chat_model, step, recalled["memory_tokens"]["text"] if isinstance(recalled, dict) else "")
         steps.append(step)
         return Run(tools=tools, agent=agent, steps=steps)

@@ -67,7 +67,7 @@ async def test_example_over_stdio_with_the_embedded_model(example: ModuleType, c
     run = await example.run(chat_model, example.stdio_server(tmp_path / "data"))
     _check(run)
     with HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path / "data"})) as mem:  # the stdio child's store
-        assert _stored(mem, "demo/priya") == [example.FACTS[1]] and mem.verify().ok
+        assert _stored(mem, "demo/priya") == [example.TOLD_AND_ASKED[1][0]] and mem.verify().ok
 
 
 @pytest.fixture
@@ -88,4 +88,4 @@ async def test_example_over_streamable_http_with_the_embedded_model(example: Mod
                                                                      http_endpoint: tuple[str, HEIMemory]) -> None:
     url, mem = http_endpoint
     _check(await example.run(chat_model, example.http_server(url, API_KEY)))
-    assert _stored(mem, "demo/priya") == [example.FACTS[1]]
+    assert _stored(mem, "demo/priya") == [example.TOLD_AND_ASKED[1][0]]

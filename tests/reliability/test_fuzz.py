@@ -47,7 +47,7 @@ def test_mcp_fuzz_ci_size() -> None:
     from hei_nw_eval.reliability.fuzz.mcp_tools import run_mcp
 
     r = run_mcp(150, seed=0)
-    assert r.cases >= 140 and r.rejected > 30 and r.accepted > 20
+    assert r.cases >= 120 and r.rejected > 30 and r.accepted > 20  # calls no JSON client could send are not counted
     assert r.outcomes.get("recall: ok", 0) > 0 and r.outcomes.get("remember: ok", 0) > 0
     assert r.failures == 0, r.distinct_failures
 
@@ -56,6 +56,7 @@ def test_the_mcp_suite_reports_a_foreign_namespace_and_a_change_made_by_a_refuse
     """The MCP harness can fail too: a session reaching another user's traces, a tool error after a write."""
     pytest.importorskip("mcp")
     from hei_nw_eval.reliability.fuzz.mcp_tools import run_mcp
+
     from server.gateway import MemoryGateway
     from server.mcp.tools import MemoryTools
 

@@ -30,17 +30,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from hei_nw_eval.reliability.fuzz.common import (
-    SuiteResult,
-    Tally,
-    anything,
-    changed_tables,
-    check_integrity,
-    drive,
-    known,
-    snapshot,
-    texts,
-)
+from hei_nw_eval.reliability.fuzz import common
+from hei_nw_eval.reliability.fuzz.common import Tally, anything, known, texts
 from hei_nw_eval.reliability.fuzz.engine_api import events
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import HashingEmbedder
@@ -81,7 +72,7 @@ class _Store:
         self.session = self._session_cm.__enter__()
 
     def snap(self) -> dict[str, Any]:
-        return snapshot(self.dir / "traces.db", self.dir / "keys.json")
+        return common.snapshot(self.dir / "traces.db", self.dir / "keys.json")
 
     def close(self) -> None:
         self._session_cm.__exit__(None, None, None)
@@ -172,7 +163,7 @@ def _foreign_traces(tool: str, out: dict[str, Any], ns: str) -> list[str]:
     return [str(x) for x in seen if x != ns]
 
 
-def run_mcp(examples: int, *, seed: int = 0, per_store: int = 400) -> SuiteResult:
+def run_mcp(examples: int, *, seed: int = 0, per_store: int = 400) -> common.SuiteResult:
     """Fuzz the MCP tools with about ``examples`` generated calls."""
     try:
         import anyio.from_thread
@@ -212,7 +203,7 @@ def run_mcp(examples: int, *, seed: int = 0, per_store: int = 400) -> SuiteResul
                     tally.fail("unclear_error", label, message, arguments)
                 after = s.snap()
                 if after != before:
-                    tally.fail("changed_on_reject", label, f"tool error but {changed_tables(before, after)} changed", arguments)
+                    tally.fail("changed_on_reject", label, f"tool error but {common.changed_tables(before, after)} changed", arguments)
                 return
             tally.case(f"{label}: ok", rejected=False)
             out = result.structuredContent or {}
@@ -271,7 +262,7 @@ def run_mcp(examples: int, *, seed: int = 0, per_store: int = 400) -> SuiteResul
                 s.close()
                 state["store"] = _Store(Path(tmp), state["n"], portal)
 
-        drive(body, st.data(), examples, seed)
+        common.drive(body, st.data(), examples, seed)
         _check_store(state["store"], tally, "end of run")
         state["store"].close()
     if unsendable:
@@ -282,7 +273,7 @@ def run_mcp(examples: int, *, seed: int = 0, per_store: int = 400) -> SuiteResul
 
 def _check_store(s: _Store, tally: Tally, where: str) -> None:
     """The store verifies, and the other namespaces' traces are still there, unchanged."""
-    check_integrity(s.mem, tally, where)
+    common.check_integrity(s.mem, tally, where)
     for (event, ns), trace_id in zip(FOREIGN, s.foreign, strict=True):
         try:
             kept = s.mem.get(trace_id, namespace=ns).text == event["text"]
