@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-CHECKS = ["crash", "tamper", "deletion", "fuzz", "soak", "scale", "summary"]
+CHECKS = ["crash", "tamper", "deletion", "fuzz", "soak", "scale", "pgfaults", "diskfull", "concurrency", "tenants", "summary"]
 
 
 def register(subparsers: Any) -> None:
     """Add ``reliability`` with one subcommand per available check."""
-    p = subparsers.add_parser("reliability", help="crash, tamper, deletion, fuzz, soak and scale checks (JSON) and their report")
+    p = subparsers.add_parser("reliability", help="crash, tamper, deletion, fuzz, soak, scale, PostgreSQL-fault, disk-full, concurrency and tenant checks (JSON) and their report")
     sub = p.add_subparsers(dest="check", required=True)
     for name in CHECKS:
         try:

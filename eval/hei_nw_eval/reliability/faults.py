@@ -25,9 +25,9 @@ _WORDS = ["amber", "lantern", "harbour", "violin", "pepper", "quartz", "meadow",
 _PLACES = ("attic", "garage", "blue toolbox", "north pier", "seed vault", "boiler room", "rose garden", "fish market")
 
 
-def load_embedder(name: EmbedderName) -> Embedder:
-    """The engine's default MiniLM embedder, or the deterministic hashing one (no model)."""
-    return HashingEmbedder(dim=128) if name == "hashing" else default_embedder()
+def load_embedder(name: EmbedderName, *, threads: int | None = None) -> Embedder:
+    """The engine's default MiniLM embedder (``threads``: its ONNX threads per call), or the deterministic hashing one."""
+    return HashingEmbedder(dim=128) if name == "hashing" else default_embedder(threads=threads)
 
 
 def settings_for(data_dir: Path, *, save_every: int = 1000) -> HeiNwSettings:

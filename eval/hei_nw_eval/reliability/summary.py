@@ -2,8 +2,8 @@
 
 ``hei-nw reliability report --dir reports/reliability``
 
-Reads whichever of ``crash``, ``tamper``, ``deletion``, ``fuzz`` and ``soak``
-(``hei-nw reliability <check>``), ``scale`` (``hei-nw bench recall --grow``) and
+Reads whichever of ``crash``, ``tamper``, ``deletion``, ``fuzz``, ``soak``, ``pgfaults``,
+``diskfull``, ``concurrency`` and ``tenants`` (``hei-nw reliability <check>``), ``scale`` (``hei-nw bench recall --grow``) and
 ``shards`` (``hei-nw bench shards``) ``.json`` are in the folder. Every figure is
 read from those files: a missing file is listed as not run, never filled in, and
 the report can be rebuilt from the committed JSON alone. The cost curve (recall
@@ -21,10 +21,25 @@ import io
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hei_nw_eval.reliability import summary_faults
+from hei_nw_eval.reliability.findings import (
+    Findings,
+    Image,
+    Section,
+    Table,
+    at,
+    fmt_int,
+    fmt_ints,
+    fmt_num,
+    fmt_rate,
+    fmt_yes,
+    kv_table,
+    status_word,
+)
 from hei_nw_eval.report import ReportFiles, _html_table, _md_table, _page
 
 DEFAULT_DIR = Path("reports/reliability")
@@ -32,49 +47,6 @@ TITLE = "HEI-NW reliability and scale"
 P95_TARGET_MS = 20.0
 """Target for the recall p95 at the largest store size (ms)."""
 STAGES = ("embed", "ann", "fetch", "hopfield", "pack")
-
-
-@dataclass(frozen=True)
-class Table:
-    caption: str
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass(frozen=True)
-class Image:
-    """A PNG shown in the report: drawn here (written to ``figures/<slug>.png``) or an existing file."""
-
-    title: str
-    slug: str
-    png: bytes
-    existing: Path | None = None
-
-
-@dataclass(frozen=True)
-class Findings:
-    """What one check's JSON says.
-
-    ``status`` is what the summary table shows: 'passed', 'FAILED', 'target met',
-    'target missed', 'measured', 'not run' or 'unreadable'.
-    """
-
-    status: str
-    headline: str
-    tables: list[Table] = field(default_factory=list)
-    images: list[Image] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Section:
-    """One check's part of the report: its findings, the file they came from and the command that writes it."""
-
-    check: str
-    title: str
-    source: str
-    command: str
-    findings: Findings
 
 
 # ---------------------------------------------------------------------------
@@ -188,47 +160,6 @@ def _write(sections: list[Section], folder: Path, out: Path) -> ReportFiles:
 
 
 # ---------------------------------------------------------------------------
-# Cell formatting: '–' for a figure the JSON does not hold
-# ---------------------------------------------------------------------------
-
-
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
-def _int(v: Any) -> str:
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "–"
-
-
-def _num(v: Any, digits: int = 1) -> str:
-    return f"{v:,.{digits}f}" if isinstance(v, int | float) and not isinstance(v, bool) else "–"
-
-
-def _rate(v: Any) -> str:
-    return _num(v, 3)
-
-
-def _ints(d: dict[str, Any], *keys: str) -> str:
-    return " / ".join(_int(d.get(k)) for k in keys)
-
-
-def _yes(v: Any) -> str:
-    return "–" if v is None else ("yes" if v else "no")
-
-
-def _status(ok: bool) -> str:
-    return "passed" if ok else "FAILED"
-
-
-def _kv(caption: str, rows: list[tuple[str, str]]) -> Table:
-    return Table(caption, ["figure", "value"], [[k, v] for k, v in rows])
-
-
-# ---------------------------------------------------------------------------
 # The checks
 # ---------------------------------------------------------------------------
 
@@ -238,100 +169,100 @@ def _crash(d: dict[str, Any], folder: Path) -> Findings:
     wt, rt, ct = w.get("totals") or {}, ro.get("totals") or {}, co.get("totals") or {}
     checked, missed = wt.get("recall_checked"), wt.get("recall_missed")
     found = checked - missed if isinstance(checked, int) and isinstance(missed, int) else None
-    table = _kv("Process killed (SIGKILL) mid-operation, then reopened and checked", [
-        ("write trials (killed mid-operation)", f"{_int(w.get('trials'))} ({_int(w.get('killed_mid_operation'))})"),
-        ("acknowledged write operations", _int(wt.get("acked_ops"))),
-        ("lost / resurrected / unexpected", _ints(wt, "lost", "resurrected", "unexpected")),
-        ("wrong text / wrong pin", _ints(wt, "wrong_text", "wrong_pin")),
-        ("verify() problems / integrity failures", _ints(wt, "verify_problems", "integrity_not_ok")),
-        ("recalled after reopen", f"{_int(found)} of {_int(checked)}"),
-        ("key rotation trials (killed mid-rotation)", f"{_int(ro.get('trials'))} ({_int(ro.get('killed_mid_operation'))})"),
-        ("rotations acknowledged", _int(rt.get("rotations_acked"))),
-        ("decrypt failures / missing keys", _ints(rt, "decrypt_failures", "missing_keks")),
-        ("consolidation trials (killed mid-run)", f"{_int(co.get('trials'))} ({_int(co.get('killed_mid_operation'))})"),
+    table = kv_table("Process killed (SIGKILL) mid-operation, then reopened and checked", [
+        ("write trials (killed mid-operation)", f"{fmt_int(w.get('trials'))} ({fmt_int(w.get('killed_mid_operation'))})"),
+        ("acknowledged write operations", fmt_int(wt.get("acked_ops"))),
+        ("lost / resurrected / unexpected", fmt_ints(wt, "lost", "resurrected", "unexpected")),
+        ("wrong text / wrong pin", fmt_ints(wt, "wrong_text", "wrong_pin")),
+        ("verify() problems / integrity failures", fmt_ints(wt, "verify_problems", "integrity_not_ok")),
+        ("recalled after reopen", f"{fmt_int(found)} of {fmt_int(checked)}"),
+        ("key rotation trials (killed mid-rotation)", f"{fmt_int(ro.get('trials'))} ({fmt_int(ro.get('killed_mid_operation'))})"),
+        ("rotations acknowledged", fmt_int(rt.get("rotations_acked"))),
+        ("decrypt failures / missing keys", fmt_ints(rt, "decrypt_failures", "missing_keks")),
+        ("consolidation trials (killed mid-run)", f"{fmt_int(co.get('trials'))} ({fmt_int(co.get('killed_mid_operation'))})"),
         ("served an unfinished adapter / unloadable / hash mismatch",
-         _ints(ct, "served_changed_to_unfinished", "unloadable", "hash_mismatch")),
-        ("failed trials", _int(d.get("failures"))),
+         fmt_ints(ct, "served_changed_to_unfinished", "unloadable", "hash_mismatch")),
+        ("failed trials", fmt_int(d.get("failures"))),
         ("seconds (writes + rotations + consolidations)",
-         f"{_num(w.get('seconds'))} + {_num(ro.get('seconds'))} + {_num(co.get('seconds'))}"),
+         f"{fmt_num(w.get('seconds'))} + {fmt_num(ro.get('seconds'))} + {fmt_num(co.get('seconds'))}"),
     ])
     ok = d.get("failures") == 0 and wt.get("lost") == 0
-    headline = (f"{_int(w.get('trials'))} killed writers, {_int(wt.get('acked_ops'))} acknowledged writes, "
-                f"{_int(wt.get('lost'))} lost; {_int(rt.get('rotations_acked'))} key rotations over "
-                f"{_int(ro.get('trials'))} trials, {_int(rt.get('decrypt_failures'))} decrypt failures; "
-                f"{_int(co.get('trials'))} consolidation trials, {_int(ct.get('served_changed_to_unfinished'))} "
-                f"served unfinished; {_int(d.get('failures'))} failed trials")
+    headline = (f"{fmt_int(w.get('trials'))} killed writers, {fmt_int(wt.get('acked_ops'))} acknowledged writes, "
+                f"{fmt_int(wt.get('lost'))} lost; {fmt_int(rt.get('rotations_acked'))} key rotations over "
+                f"{fmt_int(ro.get('trials'))} trials, {fmt_int(rt.get('decrypt_failures'))} decrypt failures; "
+                f"{fmt_int(co.get('trials'))} consolidation trials, {fmt_int(ct.get('served_changed_to_unfinished'))} "
+                f"served unfinished; {fmt_int(d.get('failures'))} failed trials")
     notes = [f"{part}: {n}" for part, sec in (("writes", w), ("rotation", ro), ("consolidation", co))
              for n in sec.get("notes") or []]
-    return Findings(_status(ok), headline, [table], notes=notes)
+    return Findings(status_word(ok), headline, [table], notes=notes)
 
 
 def _tamper(d: dict[str, Any], folder: Path) -> Findings:
     kinds = d.get("kinds") or []
-    table = _kv("Store edited behind the engine's back, one edit per instance", [
+    table = kv_table("Store edited behind the engine's back, one edit per instance", [
         ("store (live traces / provenance records)",
-         f"{_int(_get(d, 'store', 'live_traces'))} / {_int(_get(d, 'store', 'provenance_records'))}"),
-        ("edit kinds", _int(len(kinds))),
-        ("instances", _int(d.get("instances"))),
-        ("detected by verify()", _int(d.get("detected"))),
-        ("detection rate", _rate(d.get("detection_rate"))),
-        ("tampered traces returned by recall", _int(d.get("recall_returned_tampered"))),
-        ("tampered traces returned by get", _int(d.get("get_returned_tampered"))),
-        ("recall hit rate on the untouched store (control)", _rate(d.get("pristine_recall_hit_rate"))),
+         f"{fmt_int(at(d, 'store', 'live_traces'))} / {fmt_int(at(d, 'store', 'provenance_records'))}"),
+        ("edit kinds", fmt_int(len(kinds))),
+        ("instances", fmt_int(d.get("instances"))),
+        ("detected by verify()", fmt_int(d.get("detected"))),
+        ("detection rate", fmt_rate(d.get("detection_rate"))),
+        ("tampered traces returned by recall", fmt_int(d.get("recall_returned_tampered"))),
+        ("tampered traces returned by get", fmt_int(d.get("get_returned_tampered"))),
+        ("recall hit rate on the untouched store (control)", fmt_rate(d.get("pristine_recall_hit_rate"))),
     ])
     per_kind = Table("Per edit kind", ["kind", "what", "instances", "detected", "rate", "recall / get returned it"],
-                     [[str(k.get("kind", "")), str(k.get("what", "")), _int(k.get("instances")), _int(k.get("detected")),
-                       _rate(k.get("detection_rate")),
-                       f"{_int(k.get('recall_returned_tampered'))} / {_int(k.get('get_returned_tampered'))}"]
+                     [[str(k.get("kind", "")), str(k.get("what", "")), fmt_int(k.get("instances")), fmt_int(k.get("detected")),
+                       fmt_rate(k.get("detection_rate")),
+                       f"{fmt_int(k.get('recall_returned_tampered'))} / {fmt_int(k.get('get_returned_tampered'))}"]
                       for k in kinds])
     ok = (d.get("instances") == d.get("detected") and d.get("recall_returned_tampered") == 0
           and d.get("get_returned_tampered") == 0)
-    headline = (f"{_int(d.get('detected'))} of {_int(d.get('instances'))} edits over {len(kinds)} kinds detected "
-                f"(rate {_rate(d.get('detection_rate'))}); recall returned a tampered trace "
-                f"{_int(d.get('recall_returned_tampered'))} times, get {_int(d.get('get_returned_tampered'))}")
+    headline = (f"{fmt_int(d.get('detected'))} of {fmt_int(d.get('instances'))} edits over {len(kinds)} kinds detected "
+                f"(rate {fmt_rate(d.get('detection_rate'))}); recall returned a tampered trace "
+                f"{fmt_int(d.get('recall_returned_tampered'))} times, get {fmt_int(d.get('get_returned_tampered'))}")
     notes = [f"not covered: {n}" for n in d.get("not_covered") or []]
-    return Findings(_status(ok), headline, [table, per_kind], notes=notes)
+    return Findings(status_word(ok), headline, [table, per_kind], notes=notes)
 
 
 def _deletion(d: dict[str, Any], folder: Path) -> Findings:
     deleted = d.get("deleted")
     after = d.get("after") or {}
     held = sum(1 for v in after.values() if v == deleted)
-    table = _kv("Traces deleted, then searched for everywhere", [
-        ("traces written / deleted", f"{_int(d.get('traces_written'))} / {_int(deleted)}"),
+    table = kv_table("Traces deleted, then searched for everywhere", [
+        ("traces written / deleted", f"{fmt_int(d.get('traces_written'))} / {fmt_int(deleted)}"),
         ("checks after deletion holding for every deleted trace", f"{held} of {len(after)}"),
-        ("key unwrap attempts after deletion (raw database, index and backup bytes)", _int(d.get("unwrap_attempts"))),
-        ("unwrap successes after deletion", _int(d.get("unwrap_successes_after"))),
-        ("unwrap successes before deletion (control)", _int(d.get("unwrap_successes_before_control"))),
+        ("key unwrap attempts after deletion (raw database, index and backup bytes)", fmt_int(d.get("unwrap_attempts"))),
+        ("unwrap successes after deletion", fmt_int(d.get("unwrap_successes_after"))),
+        ("unwrap successes before deletion (control)", fmt_int(d.get("unwrap_successes_before_control"))),
         ("verify() ok after / backup taken after verifies",
-         f"{_yes(d.get('verify_ok_after'))} / {_yes(d.get('backup_after_verify_ok'))}"),
-        ("failures", _int(len(d.get("failures") or []))),
+         f"{fmt_yes(d.get('verify_ok_after'))} / {fmt_yes(d.get('backup_after_verify_ok'))}"),
+        ("failures", fmt_int(len(d.get("failures") or []))),
     ])
     failed = [k for k, v in after.items() if v != deleted]
     ok = not d.get("failures") and d.get("unwrap_successes_after") == 0 and not failed
-    headline = (f"{_int(deleted)} of {_int(d.get('traces_written'))} traces deleted; {held} of {len(after)} checks hold; "
-                f"{_int(d.get('unwrap_successes_after'))} of {_int(d.get('unwrap_attempts'))} key unwrap attempts "
-                f"succeeded after deletion ({_int(d.get('unwrap_successes_before_control'))} before, control)")
+    headline = (f"{fmt_int(deleted)} of {fmt_int(d.get('traces_written'))} traces deleted; {held} of {len(after)} checks hold; "
+                f"{fmt_int(d.get('unwrap_successes_after'))} of {fmt_int(d.get('unwrap_attempts'))} key unwrap attempts "
+                f"succeeded after deletion ({fmt_int(d.get('unwrap_successes_before_control'))} before, control)")
     notes = [f"check not holding for every deleted trace: {k}" for k in failed]
     notes += ([f"provenance kept: {d['provenance_keeps']}"] if d.get("provenance_keeps") else []) + list(d.get("notes") or [])
-    return Findings(_status(ok), headline, [table], notes=notes)
+    return Findings(status_word(ok), headline, [table], notes=notes)
 
 
 def _fuzz(d: dict[str, Any], folder: Path) -> Findings:
     suites = d.get("suites") or []
-    rows = [[str(s.get("suite", "")), _int(s.get("cases")), _int(s.get("accepted")), _int(s.get("rejected")),
-             _int(s.get("failures")), _num(s.get("seconds"))] for s in suites]
-    rows.append(["all", _int(d.get("cases_total")), _int(sum(s.get("accepted", 0) for s in suites)),
-                 _int(sum(s.get("rejected", 0) for s in suites)), _int(d.get("failures_total")), _num(d.get("seconds"))])
+    rows = [[str(s.get("suite", "")), fmt_int(s.get("cases")), fmt_int(s.get("accepted")), fmt_int(s.get("rejected")),
+             fmt_int(s.get("failures")), fmt_num(s.get("seconds"))] for s in suites]
+    rows.append(["all", fmt_int(d.get("cases_total")), fmt_int(sum(s.get("accepted", 0) for s in suites)),
+                 fmt_int(sum(s.get("rejected", 0) for s in suites)), fmt_int(d.get("failures_total")), fmt_num(d.get("seconds"))])
     table = Table("Generated bad input per door", ["suite", "cases", "accepted", "rejected", "failures", "seconds"], rows)
     ok = bool(d.get("ok")) and d.get("failures_total") == 0
-    headline = (f"{_int(d.get('cases_total'))} cases over {len(suites)} suites "
-                f"({', '.join(str(s.get('suite')) + ' ' + _int(s.get('cases')) for s in suites)}), "
-                f"{_int(d.get('failures_total'))} failures")
+    headline = (f"{fmt_int(d.get('cases_total'))} cases over {len(suites)} suites "
+                f"({', '.join(str(s.get('suite')) + ' ' + fmt_int(s.get('cases')) for s in suites)}), "
+                f"{fmt_int(d.get('failures_total'))} failures")
     notes = [f"{s.get('suite')}: first failure of each kind: {f}" for s in suites for f in s.get("distinct_failures") or []]
     if d.get("versions"):
         notes.append("versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items()))
-    return Findings(_status(ok), headline, [table], notes=notes)
+    return Findings(status_word(ok), headline, [table], notes=notes)
 
 
 def _soak(d: dict[str, Any], folder: Path) -> Findings:
@@ -339,39 +270,39 @@ def _soak(d: dict[str, Any], folder: Path) -> Findings:
     loss, spikes = checks.get("zero_data_loss") or {}, checks.get("one_alert_per_spike") or {}
     mem = checks.get("memory_bounded") or {}
     cons = d.get("consolidations") or []
-    table = _kv("Mixed workload with its invariants checked as it ran", [
-        ("duration (min)", _num(fig.get("duration_min"))),
-        ("events offered / writes stored", f"{_int(fig.get('events_offered'))} / {_int(fig.get('writes_stored'))}"),
-        ("recalls / deletes / pins / evict calls", (f"{_int(ops.get('recalls'))} / {_int(ops.get('deletes'))} / "
-                                                   f"{_int(ops.get('pins'))} / {_int(ops.get('evict_calls'))}")),
+    table = kv_table("Mixed workload with its invariants checked as it ran", [
+        ("duration (min)", fmt_num(fig.get("duration_min"))),
+        ("events offered / writes stored", f"{fmt_int(fig.get('events_offered'))} / {fmt_int(fig.get('writes_stored'))}"),
+        ("recalls / deletes / pins / evict calls", (f"{fmt_int(ops.get('recalls'))} / {fmt_int(ops.get('deletes'))} / "
+                                                   f"{fmt_int(ops.get('pins'))} / {fmt_int(ops.get('evict_calls'))}")),
         ("acknowledged writes lost or corrupt",
-         f"{_int(loss.get('lost_or_corrupt'))} of {_int(loss.get('acknowledged_writes'))}"),
+         f"{fmt_int(loss.get('lost_or_corrupt'))} of {fmt_int(loss.get('acknowledged_writes'))}"),
         ("clutter spikes / alerts (outside spikes)",
-         f"{_int(spikes.get('spikes'))} / {_int(spikes.get('alerts_total'))} ({_int(spikes.get('alerts_outside_spikes'))})"),
-        ("RSS first / last / max (MB)", " / ".join(_num(fig.get(k)) for k in ("rss_mb_first", "rss_mb_last", "rss_mb_max"))),
-        ("RSS growth after the baseline (MB, bound)", f"{_num(mem.get('growth_mb'))} (≤ {_num(mem.get('bound_mb'))})"),
-        ("recall p50 / p95 (ms)", f"{_num(fig.get('recall_p50_ms'))} / {_num(fig.get('recall_p95_ms'))}"),
-        ("recall hit@5 / after restart", (f"{_rate(fig.get('recall_hit_at_5'))} / "
-                                          f"{_rate(_get(checks, 'restart_keeps_everything', 'recall_hit_at_5_after_restart'))}")),
-        ("consolidations (outcome)", f"{_int(len(cons))} ({', '.join(str(c.get('status')) for c in cons) or 'none'})"),
+         f"{fmt_int(spikes.get('spikes'))} / {fmt_int(spikes.get('alerts_total'))} ({fmt_int(spikes.get('alerts_outside_spikes'))})"),
+        ("RSS first / last / max (MB)", " / ".join(fmt_num(fig.get(k)) for k in ("rss_mb_first", "rss_mb_last", "rss_mb_max"))),
+        ("RSS growth after the baseline (MB, bound)", f"{fmt_num(mem.get('growth_mb'))} (≤ {fmt_num(mem.get('bound_mb'))})"),
+        ("recall p50 / p95 (ms)", f"{fmt_num(fig.get('recall_p50_ms'))} / {fmt_num(fig.get('recall_p95_ms'))}"),
+        ("recall hit@5 / after restart", (f"{fmt_rate(fig.get('recall_hit_at_5'))} / "
+                                          f"{fmt_rate(at(checks, 'restart_keeps_everything', 'recall_hit_at_5_after_restart'))}")),
+        ("consolidations (outcome)", f"{fmt_int(len(cons))} ({', '.join(str(c.get('status')) for c in cons) or 'none'})"),
     ])
-    check_table = Table("Checks", ["check", "passed"], [[name, _yes(c.get("ok"))] for name, c in checks.items()])
+    check_table = Table("Checks", ["check", "passed"], [[name, fmt_yes(c.get("ok"))] for name, c in checks.items()])
     images = []
     png = folder / "soak.png"
     if png.exists():
         images.append(Image("Soak time series (soak.png)", "soak", png.read_bytes(), existing=png))
-    headline = (f"{_num(fig.get('duration_min'))} min, {_int(fig.get('events_offered'))} events, "
-                f"{_int(fig.get('writes_stored'))} writes stored, {_int(loss.get('lost_or_corrupt'))} lost; "
-                f"{_int(spikes.get('spikes'))} spikes, {_int(spikes.get('alerts_total'))} alerts; "
-                f"RSS {_num(fig.get('rss_mb_first'))} → {_num(fig.get('rss_mb_last'))} MB; "
-                f"recall p50 {_num(fig.get('recall_p50_ms'))} ms, p95 {_num(fig.get('recall_p95_ms'))} ms")
+    headline = (f"{fmt_num(fig.get('duration_min'))} min, {fmt_int(fig.get('events_offered'))} events, "
+                f"{fmt_int(fig.get('writes_stored'))} writes stored, {fmt_int(loss.get('lost_or_corrupt'))} lost; "
+                f"{fmt_int(spikes.get('spikes'))} spikes, {fmt_int(spikes.get('alerts_total'))} alerts; "
+                f"RSS {fmt_num(fig.get('rss_mb_first'))} → {fmt_num(fig.get('rss_mb_last'))} MB; "
+                f"recall p50 {fmt_num(fig.get('recall_p50_ms'))} ms, p95 {fmt_num(fig.get('recall_p95_ms'))} ms")
     notes = [f"failed check: {name}" for name, c in checks.items() if not c.get("ok")]
     base_t = mem.get("baseline_t_s")
     if isinstance(base_t, int | float):
-        notes.append(f"RSS growth is measured from the baseline at {_num(base_t / 60)} min ({_num(mem.get('baseline_mb'))} "
+        notes.append(f"RSS growth is measured from the baseline at {fmt_num(base_t / 60)} min ({fmt_num(mem.get('baseline_mb'))} "
                      "MB; the first sample after 10% of the run or after the last consolidation ended, whichever is "
-                     f"later) to the end at {_num(fig.get('duration_min'))} min")
-    return Findings(_status(bool(d.get("ok"))), headline, [table, check_table],
+                     f"later) to the end at {fmt_num(fig.get('duration_min'))} min")
+    return Findings(status_word(bool(d.get("ok"))), headline, [table, check_table],
                    images, notes)
 
 
@@ -381,23 +312,23 @@ def _scale(d: dict[str, Any], folder: Path) -> Findings:
         raise ValueError("no results")
     header = ["n", "recall p50 (ms)", "recall p95 (ms)", *[f"{s} p95 (ms)" for s in STAGES], "dominant stage",
               "hit@1", "writes/s", "RSS (MB)", "disk (MB)", "cache hit rate"]
-    cells = [[_int(r.get("n")), _num(_get(r, "latency_ms", "total", "p50"), 2), _num(_get(r, "latency_ms", "total", "p95"), 2),
-              *[_num(_get(r, "latency_ms", s, "p95"), 2) for s in STAGES], str(r.get("dominant_stage") or "–"),
-              _rate(r.get("hit_at_1")), _num(r.get("writes_per_s"), 0), _num(r.get("rss_mb"), 0), _num(r.get("disk_mb"), 1),
-              _rate(_get(r, "feature_cache", "hit_rate"))] for r in rows]
+    cells = [[fmt_int(r.get("n")), fmt_num(at(r, "latency_ms", "total", "p50"), 2), fmt_num(at(r, "latency_ms", "total", "p95"), 2),
+              *[fmt_num(at(r, "latency_ms", s, "p95"), 2) for s in STAGES], str(r.get("dominant_stage") or "–"),
+              fmt_rate(r.get("hit_at_1")), fmt_num(r.get("writes_per_s"), 0), fmt_num(r.get("rss_mb"), 0), fmt_num(r.get("disk_mb"), 1),
+              fmt_rate(at(r, "feature_cache", "hit_rate"))] for r in rows]
     last = rows[-1]
-    p95 = _get(last, "latency_ms", "total", "p95")
+    p95 = at(last, "latency_ms", "total", "p95")
     met = isinstance(p95, int | float) and p95 <= P95_TARGET_MS
-    flag = (f"recall p95 at n = {_int(last.get('n'))}: {_num(p95, 2)} ms, "
+    flag = (f"recall p95 at n = {fmt_int(last.get('n'))}: {fmt_num(p95, 2)} ms, "
             f"{'within' if met else 'over'} the {P95_TARGET_MS:g} ms target")
     machine = d.get("machine") or {}
     notes = [(f"machine: {machine.get('cpus', '–')} CPUs, Python {machine.get('python', '–')}, {machine.get('platform', '–')}; "
              f"embedder {d.get('embedder', '–')}; sizes {'grown in one store' if last.get('grow') else 'filled separately'}; "
-             f"{_int(last.get('queries'))} queries per size, k = {_int(last.get('k'))}")]
+             f"{fmt_int(last.get('queries'))} queries per size, k = {fmt_int(last.get('k'))}")]
     image = Image("Recall cost vs store size", "scale-cost-curve", _cost_curve(rows))
-    sizes = _int(last.get("n")) if len(rows) == 1 else f"{_int(rows[0].get('n'))} … {_int(last.get('n'))}"
+    sizes = fmt_int(last.get("n")) if len(rows) == 1 else f"{fmt_int(rows[0].get('n'))} … {fmt_int(last.get('n'))}"
     headline = (f"n = {sizes}; {flag}; at the largest n RSS "
-                f"{_num(last.get('rss_mb'), 0)} MB, disk {_num(last.get('disk_mb'), 0)} MB")
+                f"{fmt_num(last.get('rss_mb'), 0)} MB, disk {fmt_num(last.get('disk_mb'), 0)} MB")
     return Findings("target met" if met else "target missed",
                    headline, [Table("Per store size", header, cells)], [image], notes)
 
@@ -406,28 +337,28 @@ def _shards(d: dict[str, Any], folder: Path) -> Findings:
     variants, cache = d.get("shards") or [], d.get("cache") or []
 
     def sizes(v: list[int]) -> str:
-        return ", ".join(_int(x) for x in v) if len(v) <= 5 else f"{_int(min(v))}–{_int(max(v))}"
+        return ", ".join(fmt_int(x) for x in v) if len(v) <= 5 else f"{fmt_int(min(v))}–{fmt_int(max(v))}"
 
-    shard_table = Table(f"Shard layouts on one store of {_int(d.get('n'))} traces",
+    shard_table = Table(f"Shard layouts on one store of {fmt_int(d.get('n'))} traces",
                         ["variant", "shards", "shard sizes", "open + build (s)", "hit@1", "routed share",
                          "recall p50 (ms)", "recall p95 (ms)"],
-                        [[str(v.get("variant", "")), _int(v.get("shards")), sizes(v.get("shard_sizes") or []),
-                          _num(v.get("open_and_build_s"), 2), _rate(v.get("hit_at_1")), _rate(v.get("routed_share")),
-                          _num(_get(v, "latency_ms", "total", "p50"), 2), _num(_get(v, "latency_ms", "total", "p95"), 2)]
+                        [[str(v.get("variant", "")), fmt_int(v.get("shards")), sizes(v.get("shard_sizes") or []),
+                          fmt_num(v.get("open_and_build_s"), 2), fmt_rate(v.get("hit_at_1")), fmt_rate(v.get("routed_share")),
+                          fmt_num(at(v, "latency_ms", "total", "p50"), 2), fmt_num(at(v, "latency_ms", "total", "p95"), 2)]
                          for v in variants])
     cache_table = Table("Warm-key cache and prefetch (conversations: a partial cue, then a follow-up)",
                         ["prefetch", "cache entries", "hit rate (all)", "hit rate (follow-ups)", "prefetched",
                          "prefetch use rate", "first p50 / p95 (ms)", "follow-up p50 / p95 (ms)"],
-                        [[_yes(c.get("prefetch")), _int(c.get("feature_cache")), _rate(c.get("hit_rate_all")),
-                          _rate(c.get("hit_rate_follow_up")), _int(c.get("prefetched")), _rate(c.get("prefetch_use_rate")),
-                          f"{_num(_get(c, 'first_ms', 'p50'))} / {_num(_get(c, 'first_ms', 'p95'))}",
-                          f"{_num(_get(c, 'follow_up_ms', 'p50'))} / {_num(_get(c, 'follow_up_ms', 'p95'))}"]
+                        [[fmt_yes(c.get("prefetch")), fmt_int(c.get("feature_cache")), fmt_rate(c.get("hit_rate_all")),
+                          fmt_rate(c.get("hit_rate_follow_up")), fmt_int(c.get("prefetched")), fmt_rate(c.get("prefetch_use_rate")),
+                          f"{fmt_num(at(c, 'first_ms', 'p50'))} / {fmt_num(at(c, 'first_ms', 'p95'))}",
+                          f"{fmt_num(at(c, 'follow_up_ms', 'p50'))} / {fmt_num(at(c, 'follow_up_ms', 'p95'))}"]
                          for c in cache])
-    parts = [f"{v.get('variant')} p95 {_num(_get(v, 'latency_ms', 'total', 'p95'))} ms" for v in variants]
+    parts = [f"{v.get('variant')} p95 {fmt_num(at(v, 'latency_ms', 'total', 'p95'))} ms" for v in variants]
     if cache:
         parts.append("follow-up cache hit rate " + ", ".join(
-            f"{_rate(c.get('hit_rate_follow_up'))} {'with' if c.get('prefetch') else 'without'} prefetch" for c in cache))
-    headline = f"n = {_int(d.get('n'))}: " + "; ".join(parts)
+            f"{fmt_rate(c.get('hit_rate_follow_up'))} {'with' if c.get('prefetch') else 'without'} prefetch" for c in cache))
+    headline = f"n = {fmt_int(d.get('n'))}: " + "; ".join(parts)
     return Findings("measured", headline, [shard_table, cache_table])
 
 
@@ -445,8 +376,8 @@ def _cost_curve(rows: list[dict[str, Any]]) -> bytes:
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
 
-    series(lat, "p50", lambda r: _get(r, "latency_ms", "total", "p50"))
-    series(lat, "p95", lambda r: _get(r, "latency_ms", "total", "p95"))
+    series(lat, "p50", lambda r: at(r, "latency_ms", "total", "p50"))
+    series(lat, "p95", lambda r: at(r, "latency_ms", "total", "p95"))
     lat.axhline(P95_TARGET_MS, color="red", linestyle="--", label=f"{P95_TARGET_MS:g} ms target")
     lat.set_ylabel("recall latency (ms)")
     lat.set_title("Recall latency")
@@ -472,7 +403,7 @@ def _cost_curve(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _crash_cmd(d: dict[str, Any] | None) -> str:
-    t = [_get(d, part, "trials") for part in ("write", "rotation", "consolidation")] if d else [200, 20, 3]
+    t = [at(d, part, "trials") for part in ("write", "rotation", "consolidation")] if d else [200, 20, 3]
     return (f"hei-nw reliability crash --trials {t[0]} --rotation-trials {t[1]} --consolidation-trials {t[2]} "
             "--out reports/reliability/crash.json")
 
@@ -527,6 +458,13 @@ _CHECKS = (
     _Check("soak", "Soak", _soak, _soak_cmd),
     _Check("scale", "Scale: recall cost vs store size", _scale, _scale_cmd),
     _Check("shards", "Shards and warm-key cache", _shards, _shards_cmd),
+    _Check("pgfaults", "PostgreSQL faults: restarts and terminated backends under load", summary_faults.pgfaults,
+           summary_faults.pgfaults_cmd),
+    _Check("diskfull", "Disk full: the store and the index on a full file system", summary_faults.diskfull,
+           summary_faults.diskfull_cmd),
+    _Check("concurrency", "Concurrency: many writer and recall processes on one store", summary_faults.concurrency,
+           summary_faults.concurrency_cmd),
+    _Check("tenants", "Tenant isolation under attack (HTTP API and MCP)", summary_faults.tenants, summary_faults.tenants_cmd),
 )
 
 
@@ -538,7 +476,7 @@ _CHECKS = (
 def register(subparsers: Any) -> None:
     """Add ``report`` under ``hei-nw reliability``."""
     p = subparsers.add_parser("report", help="build report.md / report.html from the reliability and scale JSON")
-    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder of crash/tamper/deletion/fuzz/soak/scale/shards .json")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder of the checks' and benchmarks' .json")
     p.add_argument("--out", type=Path, default=None, help="folder for the report (default: --dir)")
     p.set_defaults(func=_cmd)
 
