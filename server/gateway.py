@@ -19,6 +19,7 @@ from typing import Any
 
 from hei_nw_plugin.errors import InvalidNamespaceError
 from hei_nw_plugin.memory import HEIMemory, MemoryStats, VerifyReport
+from hei_nw_plugin.store.faults import no_retry
 from hei_nw_plugin.types import MemoryEvent, RecallResult, SourcePointer, Trace, WriteDecision
 from server.settings import ServerMemorySettings
 
@@ -114,8 +115,12 @@ class MemoryGateway:
         return st
 
     async def ready(self) -> bool:
+        def head() -> str:
+            with no_retry():  # a probe answers at once; it must not wait out an outage as a memory call does
+                return self.memory.store_head()
+
         try:
-            await asyncio.to_thread(self.memory.store_head)
+            await asyncio.to_thread(head)
             return True
         except Exception:
             log.warning("memory store not ready", exc_info=True)

@@ -18,13 +18,14 @@ the write lock). A full disk (SQLite's SQLITE_FULL, PostgreSQL's SQLSTATE 53100,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
@@ -138,9 +139,20 @@ def retrying(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return _with_retries(store, method, args, kwargs)
         finally:
-            _depth.n = 0
+            _depth.n = nested
 
     return wrapper
+
+
+@contextlib.contextmanager
+def no_retry() -> Iterator[None]:
+    """Store calls of this thread inside the block fail at once instead of waiting out an outage (readiness probes)."""
+    before: int = getattr(_depth, "n", 0)
+    _depth.n = before + 1
+    try:
+        yield
+    finally:
+        _depth.n = before
 
 
 def _with_retries(store: _Retryable, method: Callable[..., R], args: Any, kwargs: Any) -> R:

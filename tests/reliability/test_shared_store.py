@@ -183,3 +183,27 @@ def test_concurrent_keyed_writes_on_postgres_neither_deadlock_nor_break_the_uniq
     for m in handles:
         m.close()
 
+
+
+@pytest.mark.postgres
+def test_a_readiness_probe_answers_at_once_while_memory_calls_wait_out_the_outage(pg_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import create_engine
+
+    from server.gateway import MemoryGateway
+    from server.settings import ServerMemorySettings
+
+    mem = _open(tmp_path, url=pg_url, reconnect_s=3.0)
+    mem.write({"text": "Ada hid the spare key in the blue toolbox", "force": True}, namespace="n")
+    mem.store.engine.dispose()
+    mem.store.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", pool_pre_ping=True)  # server gone
+    gateway = MemoryGateway(mem, ServerMemorySettings())
+    t0 = time.monotonic()
+    assert asyncio.run(gateway.ready()) is False
+    probe_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=r"unreachable for \d+\.\d s \(\d+ attempts"):
+        mem.store_head()
+    # With the retries alone (f384fc8), /readyz itself waited out store.reconnect_s before it said 503.
+    assert probe_s < time.monotonic() - t0
