@@ -1,6 +1,6 @@
 """Settings for every HEI-NW knob, in one pydantic model.
 
-Sections mirror the engine's parts (keyer, index, hopfield, gate, decay, pack,
+Sections mirror the engine's parts (keyer, index, hopfield, recall, gate, decay, pack,
 store, security, embedder, limits, model, telemetry). Values come, highest priority first,
 from constructor arguments, ``HEI_NW_*`` environment variables (nested with
 ``__``, e.g. ``HEI_NW_GATE__TAU=0.4``), then a TOML/YAML file given to
@@ -80,6 +80,36 @@ class HopfieldSettings(_Section):
     supersede_slots: bool = Field(True, description="Newest wins: a candidate whose slots have the same keys as a later-written candidate's (three or more) and differ in exactly one value is an older version of it and ranks just below it.")
 
 
+class RecallSettings(_Section):
+    """How recall finds and orders candidates beyond the DG-key graph: the lexical channel, versions, chained recall.
+
+    Defaults were chosen on the dev data only (LoCoMo dev5 and bAbI qa1-qa3 test files in
+    ``../shared/datasets``), by evidence recall@k with ``hei-nw eval --mode retrieval``.
+    """
+
+    lexical: bool = Field(True, description="Fuse a BM25 channel over stemmed terms with the dense one (hybrid keys); off: dense only.")
+    lexical_weight: float = Field(
+        0.5, ge=0.0, le=10.0,
+        description="w in score = dense + w · BM25 / max BM25 of the query. LoCoMo dev5 recall@5 was flat within 0.01 for "
+                    "w in 0.4-1.0.")
+    lexical_candidates: int = Field(32, ge=0, le=1024, description="Best BM25 traces added to the ANN candidates per recall.")
+    bm25_k1: float = Field(1.2, gt=0.0, le=10.0, description="BM25 k1 (term-frequency saturation).")
+    bm25_b: float = Field(0.75, ge=0.0, le=1.0, description="BM25 b (length normalisation).")
+    versions: bool = Field(
+        True, description="Newest wins among text versions: traces sharing a term the cue asks about and saying the same "
+                          "kind of thing about it; the older ranks lower unless the cue names it (see hei_nw_plugin.versions).")
+    version_similarity: float = Field(0.6, gt=0.0, le=1.0, description="Feature cosine at or above which two traces sharing an anchor term are versions.")
+    version_similarity_shared: float = Field(
+        0.45, gt=0.0, le=1.0, description="Lower cosine that suffices when the two traces also share a second term.")
+    version_penalty: float = Field(0.2, ge=0.0, le=10.0, description="Score a superseded version loses (score units: dense cosine + lexical share).")
+    chain: Literal["off", "auto", "always"] = Field(
+        "auto", description="Chained recall: re-cue with the entities the best trace adds and put that hop's best traces "
+                            "right after it. 'auto' follows only when the cue names no entity itself (\"Where is the "
+                            "football?\" → \"Daniel grabbed the football.\" → where Daniel went); 'always' for every cue.")
+    chain_heads: int = Field(2, ge=1, le=16, description="Traces of the second hop placed right after the first hop's best.")
+    cold_penalty: float = Field(0.05, ge=0.0, le=10.0, description="Score a cold (below-threshold) trace loses against a salient one.")
+
+
 class GateSettings(_Section):
     """Neuromodulated write gate S = α·surprise + β·novelty + γ·reward + δ·pin ≥ τ."""
 
@@ -91,7 +121,11 @@ class GateSettings(_Section):
     target_write_rate: float = Field(5.0, gt=0.0, description="Target accepted writes per 1k observed tokens (telemetry compares against it).")
     model_surprise_weight: float = Field(0.5, ge=0.0, le=1.0, description="Share of the model's NLL in surprise when a model is attached (rest: the proxy); 1.0 uses the model alone.")
     surprise_scale: float = Field(8.0, gt=0.0, description="NLL in nats/token that maps to surprise 1.0 (surprise = min(1, nll/scale)).")
-    duplicate_similarity: float = Field(0.995, gt=0.0, le=1.0, description="Key cosine above which an unpinned event counts as a duplicate and is rejected.")
+    duplicate_similarity: float = Field(0.995, gt=0.0, le=1.0, description="Key cosine above which an unpinned event counts as a duplicate: kept cold with cold_writes, else rejected.")
+    cold_writes: bool = Field(
+        True, description="Keep below-threshold events as cold traces (they rank lower and decay faster) instead of "
+                          "dropping them: the gate then decides how long and how protected, not whether. Telemetry's write "
+                          "rate counts salient writes only.")
 
 
 class DecaySettings(_Section):
@@ -100,6 +134,8 @@ class DecaySettings(_Section):
     ttl_s: float | None = Field(None, gt=0.0, description="Default time-to-live of an unpinned trace in seconds (None: no expiry).")
     capacity: int | None = Field(None, ge=1, description="Max traces per namespace; the lowest retention score is evicted first (None: unbounded).")
     half_life_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="Half-life in seconds of the recency term of the retention score.")
+    cold_half_life_s: float = Field(24 * 3600.0, gt=0.0, description="Half-life in seconds of a cold trace's recency term (cold traces are evicted first).")
+    cold_ttl_s: float | None = Field(None, gt=0.0, description="Time-to-live of a cold trace in seconds from when it is written (None: cold traces expire only by eviction).")
 
 
 class PackSettings(_Section):
@@ -221,6 +257,7 @@ class HeiNwSettings(BaseSettings):
     keyer: KeyerSettings = Field(default_factory=KeyerSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     hopfield: HopfieldSettings = Field(default_factory=HopfieldSettings)
+    recall: RecallSettings = Field(default_factory=RecallSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     decay: DecaySettings = Field(default_factory=DecaySettings)
     pack: PackSettings = Field(default_factory=PackSettings)

@@ -12,9 +12,18 @@
 * reward ∈ [0, 1] and pin ∈ {0, 1} come from the caller.
 
 An unpinned event whose key is within ``duplicate_similarity`` of a stored key
-is rejected as a duplicate whatever S is. Three caller signals bypass the
+is a duplicate whatever S is: kept cold with ``cold_writes`` (the same words said
+again are a later event, and its time matters to newest-wins), else rejected. Three caller signals bypass the
 threshold: ``pin`` (reason 'pinned'), ``force`` ('forced', not protected from
 decay) and an update of an existing caller key ('update').
+
+Below τ the gate decides *how* to keep an event rather than whether: with
+``cold_writes`` (the default) it is stored as a **cold** trace (reason 'cold'),
+which ranks lower at recall and decays faster; otherwise it is dropped
+('below_threshold'). A dialogue turn that looked like chit-chat when it was said
+often answers a question later (LoCoMo), and a dropped turn can never be found.
+The write-rate telemetry counts salient writes only, so it still says how much the
+gate deems worth remembering.
 """
 
 from __future__ import annotations
@@ -150,7 +159,8 @@ class GateTelemetry:
         self.decisions[namespace][reason] += 1
 
     def summary(self, namespace: str | None = None) -> dict[str, float | int | dict[str, int]]:
-        """accepted, rejected, by_reason, tokens and writes_per_1k_tokens (all namespaces when None)."""
+        """accepted (salient), cold, rejected, by_reason, tokens and writes_per_1k_tokens (salient writes; all
+        namespaces when None)."""
         if namespace is None:
             tokens = sum(self.tokens.values())
             by_reason: Counter[str] = Counter()
@@ -163,6 +173,7 @@ class GateTelemetry:
         rejected = by_reason["below_threshold"] + by_reason["duplicate"]
         return {
             "accepted": accepted,
+            "cold": by_reason["cold"] + by_reason["duplicate_kept"],
             "rejected": rejected,
             "by_reason": dict(by_reason),
             "tokens": tokens,
@@ -213,10 +224,15 @@ class WriteGate:
             reason = "duplicate"
         elif score >= s.tau:
             reason = "above_threshold"
+        elif s.cold_writes:
+            reason = "cold"
         else:
             reason = "below_threshold"
-        self.telemetry.observe(namespace, tokens, reason)
+        # With cold writes a repeat is kept too, cold: the same words later are a later event ("Mary went to the
+        # kitchen" again), and newest-wins among versions needs its time.
+        stored = reason not in ("below_threshold", "duplicate") or (reason == "duplicate" and s.cold_writes)
+        self.telemetry.observe(namespace, tokens, "duplicate_kept" if reason == "duplicate" and stored else reason)
         return WriteDecision(
-            accepted=reason in ("pinned", "forced", "update", "above_threshold"), score=score, threshold=s.tau,
-            components=comps, reason=reason, namespace=namespace,
+            accepted=stored, score=score, threshold=s.tau, components=comps, reason=reason, namespace=namespace,
+            tier=("cold" if reason in ("cold", "duplicate") else "salient") if stored else None,
         )

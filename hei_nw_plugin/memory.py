@@ -1,10 +1,11 @@
 """HEIMemory: the one object an agent talks to.
 
-write(event) → gate → encrypted, signed trace in the store → key in the
-namespace's HNSW graph. recall(cue) → DG key → ANN candidates → Hopfield
-completion → ranked traces → packed memory tokens, with a timing breakdown.
-The store is the source of truth; the index is rebuilt or caught up from it.
-Async twins run the same sync code in a worker thread.
+write(event) → gate → encrypted, signed trace in the store (salient, or cold when
+below τ) → key in the namespace's HNSW graph and terms in its lexical index.
+recall(cue) → :class:`~hei_nw_plugin.recall.Recaller` (DG key and BM25 candidates →
+Hopfield completion, fusion, versions, chained hop → ranked traces → packed memory
+tokens, with a timing breakdown). The store is the source of truth; the indexes are
+rebuilt or caught up from it. Async twins run the same sync code in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import itertools
 import json
 import logging
 import math
-import queue
 import threading
 import time
 import unicodedata
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from typing import Any, Self
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from hei_nw_plugin.cache import FeatureCache, Prefetcher
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import Embedder, default_embedder
 from hei_nw_plugin.errors import (
@@ -43,7 +44,9 @@ from hei_nw_plugin.gate import SurpriseScorer, WriteGate
 from hei_nw_plugin.hopfield import HopfieldCompleter
 from hei_nw_plugin.index import ANNIndex, NamespacedIndex
 from hei_nw_plugin.keyer import DGKeyer, pack_sparse
+from hei_nw_plugin.lexical import LexicalIndex, NamespacedLexicon
 from hei_nw_plugin.pack import Packer, TokenCounter, redact
+from hei_nw_plugin.recall import Recaller, matches
 from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
 from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.telemetry import EngineTelemetry
@@ -51,8 +54,6 @@ from hei_nw_plugin.types import (
     DEFAULT_NAMESPACE,
     Cue,
     MemoryEvent,
-    MemoryTokens,
-    RecalledTrace,
     RecallResult,
     Trace,
     WriteDecision,
@@ -93,6 +94,7 @@ class _Prepared:
     slots: list[dict[str, Any]]
     features: np.ndarray
     keys: np.ndarray
+    terms: list[np.ndarray]
 
 
 class HEIMemory:
@@ -123,16 +125,14 @@ class HEIMemory:
                                    connect_timeout_s=s.store.connect_timeout_s)
         index_dir = (s.store.data_dir / "index" / _url_tag(s.sqlalchemy_url)) if persist_index else None
         self.index = NamespacedIndex(s.keyer.dim, s.index, index_dir)
+        self.lexicon = NamespacedLexicon(index_dir, seed=s.keyer.seed, k1=s.recall.bm25_k1, b=s.recall.bm25_b)
         self._pending_touch: dict[int, tuple[int, float]] = {}
         self._flusher: threading.Thread | None = None
-        self._feat_cache: OrderedDict[int, np.ndarray] = OrderedDict()  # seq -> dense features (float16)
-        self._slot_cache: dict[int, dict[str, Any]] = {}  # seq -> slots, for newest-wins ranking
-        self._sig_cache: dict[int, Signatures] = {}  # seq -> slot_signatures(slots), filled by recall
+        self.cache = FeatureCache(s.index.feature_cache)
+        self._prefetcher = Prefetcher(self.cache, self._load_unattested, self._neighbours)
+        self._recaller = Recaller(s, keyer=self.keyer, hopfield=self.hopfield, store=self.store, cache=self.cache,
+                                  graph_for=self._graph, lexicon_for=self._lexicon, redact=self._redact)
         self._touch_lock = threading.Lock()
-        self._cache_counts = {"hits": 0, "misses": 0, "prefetched": 0, "prefetch_hits": 0}
-        self._prefetched: set[int] = set()  # loaded by prefetch and not yet used by a recall
-        self._prefetch_q: queue.Queue[tuple[str, list[int]] | None] = queue.Queue(maxsize=64)
-        self._prefetcher: threading.Thread | None = None
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
         self._synced_heads: dict[str, str] = {}  # namespace -> store chain head its graph was last reconciled at
@@ -235,10 +235,45 @@ class HEIMemory:
                                     lambda seqs: self._slots_of(namespace, seqs))
         return graph
 
+    def _lexicon(self, namespace: str) -> LexicalIndex:
+        lex = self.lexicon.get(namespace)
+        if lex is None:
+            lex = self.lexicon.open(namespace, self.store.seqs(namespace), lambda seqs: self._terms_of(namespace, seqs))
+        return lex
+
     def _slots_of(self, ns: str, seqs: list[int]) -> dict[int, dict[str, Any]]:
         """Slots of stored traces (decrypted; used to place traces in slot shards when the index is rebuilt)."""
         traces, _f, _errors = self.store.fetch(ns, seqs, attest=False)
         return {s: t.slots for s, t in traces.items()}
+
+    def _terms_of(self, ns: str, seqs: list[int]) -> dict[int, tuple[list[str], float]]:
+        """Lexical terms and created_at of stored traces (decrypted; used when the lexical index is rebuilt)."""
+        traces, _f, _errors = self.store.fetch(ns, seqs, attest=False)
+        return {s: (self._recaller.terms(t.text, t.slots), t.created_at.timestamp()) for s, t in traces.items()}
+
+    def _load_unattested(self, ns: str, seqs: list[int]) -> tuple[dict[int, Trace], dict[int, np.ndarray]]:
+        traces, fmap, _errors = self.store.fetch(ns, seqs, attest=False)
+        return traces, fmap
+
+    def _neighbours(self, ns: str, seqs: list[int]) -> list[int]:
+        graph = self.index.get(ns)
+        want: list[int] = []
+        if graph is None:
+            return want
+        for seq in seqs:
+            vec = graph.vector(seq)
+            if vec is not None:
+                want.extend(int(i) for i in graph.search(vec, 2 * self.settings.index.candidates)[0])
+        return want
+
+    def _unindex(self, ns: str, seqs: Sequence[int]) -> None:
+        """Take traces out of the namespace's graph, lexical index and feature cache (they left the store)."""
+        seqs = [int(x) for x in seqs]
+        if not seqs:
+            return
+        self._graph(ns).remove(seqs)
+        self._lexicon(ns).remove(seqs)
+        self.cache.forget(seqs)
 
     def _redact(self, text: str) -> str:
         p = self.settings.pack
@@ -297,7 +332,8 @@ class HEIMemory:
         texts = [self._redact(e.text) for e in evs]
         slots = [{k: (self._redact(v) if isinstance(v, str) else v) for k, v in e.slots.items()} for e in evs]
         feats, keys = self.keyer.encode(texts, slots) if evs else (np.zeros((0, 0)), np.zeros((0, 0)))
-        return _Prepared(evs, texts, slots, feats, keys)
+        terms = [self._recaller.term_ids(self._recaller.terms(t, sl)) for t, sl in zip(texts, slots, strict=True)]
+        return _Prepared(evs, texts, slots, feats, keys, terms)
 
     def _commit(self, ns: str, prep: _Prepared) -> list[WriteDecision]:
         """Gate a prepared batch against the store and write what passes, in one transaction."""
@@ -305,17 +341,18 @@ class HEIMemory:
         if not evs:
             return []
         with self._write_lock:
-            graph = self._graph(ns)
+            graph, lex = self._graph(ns), self._lexicon(ns)
             decisions: list[WriteDecision] = []
             rows: list[NewTrace] = []
             row_keys: list[np.ndarray] = []
             row_feats: list[np.ndarray] = []
+            row_terms: list[np.ndarray] = []
             batch = np.zeros((len(evs), keys.shape[1]), dtype=np.float32)  # accepted keys so far, for novelty
             now = time.time()
             # A keyed event whose key is already stored is an update: it always replaces the old trace,
             # since refusing it would leave the stale version live.
             known = self.store.existing_keys(ns, [e.key for e in evs if e.key is not None])
-            for ev, text, sl, key, feat in zip(evs, texts, slots, keys, feats, strict=True):
+            for ev, text, sl, key, feat, terms in zip(evs, texts, slots, keys, feats, prep.terms, strict=True):
                 nearest = self._nearest(graph, key, batch[: len(row_keys)])
                 n_tokens = ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text)
                 decision = self.gate.decide(
@@ -324,13 +361,11 @@ class HEIMemory:
                 self.telemetry.observe_decision(ns, decision, n_tokens, ev.label)
                 if decision.accepted:
                     created = _ts(ev.timestamp) if ev.timestamp else now
-                    ttl = ev.ttl_s or self.settings.decay.ttl_s
                     row = NewTrace(
                         namespace=ns, text=text, slots=sl, metadata=ev.metadata, source=ev.source,
-                        key_blob=pack_sparse(key), created_at=created,
-                        expires_at=None if (ev.pin or ttl is None) else created + ttl,
+                        key_blob=pack_sparse(key), created_at=created, expires_at=self._expiry(ev, decision, created, now),
                         pinned=ev.pin, gate_score=decision.score, ext_key=ev.key,
-                        features=feat.astype(np.float16).tobytes(),
+                        features=feat.astype(np.float16).tobytes(), cold=decision.tier == "cold",
                         gate={"score": round(decision.score, 6), "reason": decision.reason, "tau": decision.threshold,
                               "components": decision.components.model_dump()},
                     )
@@ -339,6 +374,7 @@ class HEIMemory:
                     rows.append(row)
                     row_keys.append(key)
                     row_feats.append(feat)
+                    row_terms.append(terms)
                     if ev.key is not None:
                         known.add(ev.key)
                 decisions.append(decision)
@@ -346,18 +382,31 @@ class HEIMemory:
                 refs = self.store.insert(rows)
                 replaced = {r.replaced_seq for r in refs if r.replaced_seq is not None}
                 if replaced:
-                    graph.remove(sorted(replaced))
-                    self._forget_features(sorted(replaced))
+                    self._unindex(ns, sorted(replaced))
                     self.telemetry.observe_removed("replaced", len(replaced))
                 # A key repeated inside one batch: only its last version is live.
                 live = [i for i, r in enumerate(refs) if r.seq not in replaced]
                 graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]),
                           slots=[rows[i].slots for i in live])
+                lex.add([refs[i].seq for i in live], [row_terms[i] for i in live], [rows[i].created_at for i in live])
+                lex.maybe_save(self.settings.index.save_every)
                 # Warm-key cache: what was just written is the likeliest to be recalled next.
-                self._cache_written([(refs[i].seq, row_feats[i], rows[i].slots) for i in live])
+                self.cache.put_written([(refs[i].seq, row_feats[i], rows[i].slots, "cold" if rows[i].cold else "salient")
+                                        for i in live])
                 if self.settings.decay.capacity is not None:
                     self._evict_capacity(ns)
         return decisions
+
+    def _expiry(self, ev: MemoryEvent, decision: WriteDecision, created: float, now: float) -> float | None:
+        """When an accepted event's trace expires (s since epoch): never when pinned; a cold trace by decay.cold_ttl_s
+        from now; else by its own or the default TTL from when it happened."""
+        if ev.pin:
+            return None
+        d = self.settings.decay
+        if decision.tier == "cold" and d.cold_ttl_s is not None and ev.ttl_s is None:
+            return now + d.cold_ttl_s
+        ttl = ev.ttl_s or d.ttl_s
+        return None if ttl is None else created + ttl
 
     def _nearest(self, graph: ANNIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
         """Cosine to the closest stored key or earlier accepted key of the same batch (None if there is none)."""
@@ -393,164 +442,21 @@ class HEIMemory:
             _check_int("max_tokens", max_tokens, minimum=1)
         if min_similarity is not None:
             _check_number("min_similarity", min_similarity)
-        timings: dict[str, float] = {}
-        feats, keys = self.keyer.encode([c.text], [c.slots])
-        feat, key = feats[0], keys[0]
-        t1 = time.perf_counter()
-        timings["embed"] = (t1 - t0) * 1000
-        graph = self._graph(ns)
-        n_cand = max(self.settings.index.candidates, k * (4 if where else 1))
-        shard_slot = self.settings.index.shard_slot
-        route = c.slots.get(shard_slot, (where or {}).get(shard_slot))  # read by slot-sharded indexes only
-        route = self._redact(route) if isinstance(route, str) else route  # stored slots are redacted copies
-        seqs, _sims = graph.search(key, n_cand, route=route)
-        t2 = time.perf_counter()
-        timings["ann"] = (t2 - t1) * 1000
-        seq_list = [int(s) for s in seqs]
-        found: dict[int, Trace] = {}
-        if where:  # filtering needs slots and metadata of every candidate
-            found, fmap, _errors = self.store.fetch(ns, seq_list)
-            self._cache_features(fmap, found)
-            cand = [s for s in seq_list if s in found and _matches(found[s], where)]
-        else:
-            fmap = self._features(ns, seq_list)
-            cand = [s for s in seq_list if s in fmap]
-        t3 = time.perf_counter()
-        timings["fetch"] = (t3 - t2) * 1000
-        t_ranked = t3
-        recalled: list[RecalledTrace] = []
-        top: list[int] = []
-        if cand:
-            # Ranking happens in the dense feature space (k-WTA only finds candidates).
-            X = np.stack([fmap[s] for s in cand]).astype(np.float32)
-            X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-            if self.settings.hopfield.enabled:
-                comp = self.hopfield.complete(feat, X)
-                scores, weights = comp.scores.copy(), comp.weights
-            else:
-                scores = X @ feat
-                weights = np.zeros_like(scores)
-            cue_sims = X @ feat
-            if self.settings.hopfield.supersede_slots:
-                scores = _supersede(scores, [self._slot_cache.get(s) for s in cand], cand, c.slots,
-                                    [self._signatures(s) for s in cand])
-            ranked = [int(j) for j in np.argsort(-scores, kind="stable")]
-            if min_similarity is not None:
-                ranked = [j for j in ranked if float(cue_sims[j]) >= min_similarity]
-            t_ranked = time.perf_counter()
-            # Decrypt only what is returned; a row deleted, expired or tampered since is skipped.
-            pos = 0
-            while len(recalled) < k and pos < len(ranked):
-                chunk = ranked[pos: pos + (k - len(recalled))]  # more only if one of these is gone or refused
-                pos += len(chunk)
-                need = [cand[j] for j in chunk if cand[j] not in found]
-                if need:
-                    got, _f, _errors = self.store.fetch(ns, need)
-                    found.update(got)
-                for j in chunk:
-                    s = cand[j]
-                    if s in found and len(recalled) < k:
-                        recalled.append(RecalledTrace(trace=found[s], score=float(scores[j]),
-                                                      ann_similarity=float(cue_sims[j]), hopfield_weight=float(weights[j])))
-                        top.append(s)
-                    elif s not in found:
-                        self._forget_features([s])
-        t4 = time.perf_counter()
-        # "hopfield" is completion and ranking; decrypting the returned traces counts as fetch.
-        timings["hopfield"] = (t_ranked - t3) * 1000
-        timings["fetch"] += (t4 - t_ranked) * 1000
-        tokens = self.packer.pack([r.trace for r in recalled], max_tokens=max_tokens) if recalled else \
-            MemoryTokens(text="", n_tokens=0, trace_ids=[], truncated=False)
-        t5 = time.perf_counter()
-        timings["pack"] = (t5 - t4) * 1000
-        timings["total"] = (t5 - t0) * 1000
-        self._latencies.append(timings["total"])
-        self.telemetry.observe_recall(timings, tokens)
+        result, top = self._recaller.recall(ns, c, k, where=where, max_tokens=max_tokens, min_similarity=min_similarity,
+                                            packer=self.packer, t0=t0)
+        self._latencies.append(result.timings_ms["total"])
+        self.telemetry.observe_recall(result.timings_ms, result.memory_tokens)
         self._note_recalled(top)  # feeds retention
         if self.settings.index.prefetch and top:
-            self._schedule_prefetch(ns, top[: self.settings.index.prefetch_seeds])
-        return RecallResult(namespace=ns, traces=recalled, memory_tokens=tokens, timings_ms=timings)
-
-    def _features(self, ns: str, seqs: list[int]) -> dict[int, np.ndarray]:
-        """Dense features of candidates: from the in-process cache, else decrypted from the store once."""
-        out: dict[int, np.ndarray] = {}
-        missing: list[int] = []
-        with self._touch_lock:
-            for s in seqs:
-                f = self._feat_cache.get(s)
-                if f is None:
-                    missing.append(s)
-                else:
-                    self._feat_cache.move_to_end(s)
-                    out[s] = f
-                    if self._prefetched and s in self._prefetched:
-                        self._prefetched.discard(s)
-                        self._cache_counts["prefetch_hits"] += 1
-            self._cache_counts["hits"] += len(out)
-            self._cache_counts["misses"] += len(missing)
-        if missing:
-            # Ranking features only: every trace recall returns is fetched again with the provenance check.
-            traces, fmap, _errors = self.store.fetch(ns, missing, attest=False)
-            self._cache_features(fmap, traces)
-            out.update(fmap)
-        return out
+            self._prefetcher.schedule(ns, top[: self.settings.index.prefetch_seeds])
+        return result
 
     def cache_stats(self) -> dict[str, float]:
-        """Warm-key cache figures since start: entries, capacity, hits and misses of recall's feature
-        lookups, hit rate, entries loaded by prefetch and how many of those a recall then used."""
-        with self._touch_lock:
-            c = dict(self._cache_counts)
-            size = len(self._feat_cache)
-        looked = c["hits"] + c["misses"]
-        return {"entries": size, "capacity": self.settings.index.feature_cache, **c,
-                "hit_rate": c["hits"] / looked if looked else 0.0,
-                "prefetch_use_rate": c["prefetch_hits"] / c["prefetched"] if c["prefetched"] else 0.0}
+        """Warm-key cache figures since start (see :meth:`FeatureCache.stats`)."""
+        return self.cache.stats()
 
     def reset_cache_stats(self) -> None:
-        with self._touch_lock:
-            self._cache_counts = dict.fromkeys(self._cache_counts, 0)
-
-    def _schedule_prefetch(self, ns: str, seqs: list[int]) -> None:
-        """Queue the ANN neighbours (2 x candidates each) of just-recalled traces for the warm-key cache.
-
-        A follow-up question usually lands near the last answer, so its candidates are then
-        already decrypted. Runs in one daemon thread; a full queue drops the request.
-        """
-        if self._prefetcher is None or not self._prefetcher.is_alive():
-            self._prefetcher = threading.Thread(target=self._prefetch_loop, name="hei-nw-prefetch", daemon=True)
-            self._prefetcher.start()
-        try:
-            self._prefetch_q.put_nowait((ns, seqs))
-        except queue.Full:
-            pass
-
-    def _prefetch_loop(self) -> None:
-        while (job := self._prefetch_q.get()) is not None:
-            ns, seqs = job
-            if len(self._prefetched) > self.settings.index.feature_cache:  # evicted unused entries linger here
-                with self._touch_lock:
-                    self._prefetched.intersection_update(self._feat_cache)
-            try:
-                graph = self.index.get(ns)
-                if graph is None:
-                    continue
-                want: list[int] = []
-                for seq in seqs:
-                    vec = graph.vector(seq)
-                    if vec is not None:
-                        want.extend(int(i) for i in graph.search(vec, 2 * self.settings.index.candidates)[0])
-                with self._touch_lock:
-                    missing = list(dict.fromkeys(s for s in want if s not in self._feat_cache))
-                if missing:
-                    traces, fmap, _errors = self.store.fetch(ns, missing, attest=False)
-                    self._cache_features(fmap, traces)
-                    with self._touch_lock:
-                        self._cache_counts["prefetched"] += len(fmap)
-                        self._prefetched.update(fmap)
-            except Exception:  # advisory: a failed prefetch only costs the next recall a decrypt
-                log.debug("prefetch failed", exc_info=True)
-            finally:
-                self._prefetch_q.task_done()
+        self.cache.reset_stats()
 
     def warm_features(self, *, namespace: str = DEFAULT_NAMESPACE, batch: int = 2048) -> int:
         """Decrypt the namespace's dense features into the in-process cache (up to its capacity)
@@ -558,49 +464,11 @@ class HEIMemory:
         ns = self._require_ns(namespace)
         seqs = [int(x) for x in self.store.seqs(ns)][: self.settings.index.feature_cache]
         for start in range(0, len(seqs), batch):
-            self._features(ns, seqs[start:start + batch])
+            missing = self.cache.uncached(seqs[start:start + batch])
+            if missing:
+                traces, fmap = self._load_unattested(ns, missing)
+                self.cache.put(fmap, traces)
         return len(seqs)
-
-    def _cache_features(self, fmap: Mapping[int, np.ndarray], traces: Mapping[int, Trace]) -> None:
-        cap = self.settings.index.feature_cache
-        with self._touch_lock:
-            for s, t in traces.items():
-                self._slot_cache[s] = t.slots
-        with self._touch_lock:
-            for s, f in fmap.items():
-                self._feat_cache[s] = f.astype(np.float16)
-            while len(self._feat_cache) > cap:
-                old, _ = self._feat_cache.popitem(last=False)
-                self._slot_cache.pop(old, None)
-                self._sig_cache.pop(old, None)
-
-    def _signatures(self, seq: int) -> Signatures:
-        sig = self._sig_cache.get(seq)
-        if sig is None:
-            sig = slot_signatures(self._slot_cache.get(seq))
-            if seq in self._slot_cache:
-                self._sig_cache[seq] = sig
-        return sig
-
-    def _cache_written(self, entries: Sequence[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
-        cap = self.settings.index.feature_cache
-        if cap == 0:
-            return
-        with self._touch_lock:
-            for seq, feat, slots in entries[-cap:]:
-                self._feat_cache[seq] = feat.astype(np.float16)
-                self._slot_cache[seq] = slots
-            while len(self._feat_cache) > cap:
-                old, _ = self._feat_cache.popitem(last=False)
-                self._slot_cache.pop(old, None)
-                self._sig_cache.pop(old, None)
-
-    def _forget_features(self, seqs: Sequence[int]) -> None:
-        with self._touch_lock:
-            for s in seqs:
-                self._feat_cache.pop(int(s), None)
-                self._slot_cache.pop(int(s), None)
-                self._sig_cache.pop(int(s), None)
 
     def _note_recalled(self, seqs: list[int]) -> None:
         now = time.time()
@@ -653,22 +521,21 @@ class HEIMemory:
         _check_where(where)
         out = self.store.list_traces(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
         if where:
-            out = [t for t in out if _matches(t, where)][offset: offset + limit]
+            out = [t for t in out if matches(t, where)][offset: offset + limit]
         return out
 
     def delete(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete a trace from store, index and replay queue; its data key is destroyed.
 
-        The namespace's index file is rewritten before this returns (cost: one index
-        save), so the trace's key leaves the disk with it, not at the next save.
+        The namespace's index files are rewritten before this returns (cost: one index
+        save), so the trace's key and terms leave the disk with it, not at the next save.
         """
         ns = self._require_ns(namespace)
         with self._write_lock:
             seq = self.store.delete(ns, _tid(trace_id))
-            graph = self._graph(ns)
-            graph.remove([seq])
-            graph.save()
-            self._forget_features([seq])
+            self._unindex(ns, [seq])
+            self._graph(ns).save()
+            self._lexicon(ns).save()
         self.telemetry.observe_removed("deleted")
 
     def delete_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
@@ -695,9 +562,11 @@ class HEIMemory:
             raise InvalidEventError(f"ttl_s {ttl_s!r} puts the expiry beyond year 9999")
         self.store.set_expiry(self._require_ns(namespace), _tid(trace_id), None if ttl_s is None else time.time() + ttl_s)
 
-    def retention_score(self, gate_score: float, age_s: float, recall_count: int) -> float:
-        """Eviction order, lowest first: gate_score · 2^(−age/half_life) + 0.1 · ln(1 + recalls)."""
-        return gate_score * 2.0 ** (-age_s / self.settings.decay.half_life_s) + 0.1 * math.log1p(recall_count)
+    def retention_score(self, gate_score: float, age_s: float, recall_count: int, *, cold: bool = False) -> float:
+        """Eviction order, lowest first: gate_score · 2^(−age/half_life) + 0.1 · ln(1 + recalls), with
+        decay.cold_half_life_s as the half-life of a cold trace."""
+        d = self.settings.decay
+        return gate_score * 2.0 ** (-age_s / (d.cold_half_life_s if cold else d.half_life_s)) + 0.1 * math.log1p(recall_count)
 
     def evict(self, *, namespace: str | None = None, now: float | None = None) -> list[str]:
         """Drop expired traces, then the lowest-retention ones over capacity; pinned ones never. Returns ids."""
@@ -709,8 +578,7 @@ class HEIMemory:
             for ns in spaces:
                 expired = self.store.expired(ns, now)
                 self.store.delete_many(ns, expired, reason="expired")
-                self._graph(ns).remove([s for s, _ in expired])
-                self._forget_features([s for s, _ in expired])
+                self._unindex(ns, [s for s, _ in expired])
                 self.telemetry.observe_removed("expired", len(expired))
                 gone += [t for _, t in expired]
                 gone += self._evict_capacity(ns, now=now)
@@ -723,11 +591,11 @@ class HEIMemory:
         now = time.time() if now is None else now
         rows = self.store.retention_rows(ns)
         excess = self.store.count(ns) - cap
-        rows.sort(key=lambda r: (self.retention_score(r.gate_score, now - r.created_at, r.recall_count), r.seq))
+        rows.sort(key=lambda r: (self.retention_score(r.gate_score, now - r.created_at, r.recall_count, cold=bool(r.tier)),
+                                 r.seq))
         victims = [(int(r.seq), r.id) for r in rows[:excess]]
         self.store.delete_many(ns, victims, reason="evicted")
-        self._graph(ns).remove([s for s, _ in victims])
-        self._forget_features([s for s, _ in victims])
+        self._unindex(ns, [s for s, _ in victims])
         self.telemetry.observe_removed("evicted", len(victims))
         return [t for _, t in victims]
 
@@ -775,11 +643,18 @@ class HEIMemory:
         with self._write_lock:
             if self._synced_heads.get(ns) == head:
                 return 0, 0
-            graph = self.index.get(ns)
+            graph, lex = self.index.get(ns), self.lexicon.get(ns)
             if graph is None:
                 changed = (len(self._graph(ns)), 0)  # opening reconciles with the store
             else:
-                changed = graph.reconcile(self.store.seqs(ns), self.store.key_vectors)
+                seqs = self.store.seqs(ns)
+                changed = graph.reconcile(seqs, self.store.key_vectors)
+                if lex is not None:
+                    gone = sorted(set(lex.ids().tolist()) - {int(x) for x in seqs})
+                    self.cache.forget(gone)  # a trace deleted by another process
+                    lex.reconcile(seqs, lambda missing: self._terms_of(ns, missing), self.settings.keyer.seed)
+            if lex is None:
+                self._lexicon(ns)
             self._synced_heads[ns] = head
         return changed
 
@@ -802,13 +677,12 @@ class HEIMemory:
 
     def close(self) -> None:
         """Flush recall counts, save index files, release connections."""
-        if self._prefetcher is not None and self._prefetcher.is_alive():
-            self._prefetch_q.put(None)
-            self._prefetcher.join()
+        self._prefetcher.close()
         if self._flusher is not None:
             self._flusher.join()
         self.flush()
         self.index.save_all()
+        self.lexicon.save_all()
         self.store.close()
 
     def __enter__(self) -> Self:
@@ -874,73 +748,6 @@ class HEIMemory:
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
-
-
-Signatures = tuple[tuple[str, int], ...]
-"""A trace's leave-one-out slot signatures for newest-wins: (slot left out, hash of the rest)."""
-
-
-def slot_signatures(slots: Mapping[str, Any] | None) -> Signatures:
-    """Signatures of one trace's slots (empty below three slots: see :func:`_supersede`)."""
-    if not slots or len(slots) < 3:  # two slots differing in one could be two facts about one subject
-        return ()
-    items = sorted((str(k), _hashable(v)) for k, v in slots.items())
-    keys = tuple(k for k, _ in items)
-    return tuple((x, hash((keys, x, tuple(items[:pos] + items[pos + 1:])))) for pos, (x, _v) in enumerate(items))
-
-
-def _supersede(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int],
-               cue_slots: Mapping[str, Any] | None = None, sigs: Sequence[Signatures] | None = None) -> np.ndarray:
-    """Newest wins among versions of one fact.
-
-    Two traces are versions of one fact when their slots have the same keys (at
-    least three) and differ in exactly one value (``who=Lorcan, attribute=manager,
-    value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
-    ranks first, the older just below it — unless the cue itself names the
-    older value of the differing slot, which asks for that version.
-
-    Pairs are found through leave-one-out signatures (same keys, same values but
-    for slot ``x``), so the cost is linear in candidates × slots, not quadratic.
-    ``sigs`` are the candidates' :func:`slot_signatures` when the caller keeps them cached.
-    """
-    cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
-    out = scores.copy()
-    sigs = sigs if sigs is not None else [slot_signatures(si) for si in slots]
-    buckets: dict[tuple[str, int], list[int]] = {}
-    for i, sg in enumerate(sigs):
-        for member in sg:
-            buckets.setdefault(member, []).append(i)
-    for i in sorted((i for i, sg in enumerate(sigs) if sg), key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
-        si = slots[i]
-        assert si is not None
-        for member in sigs[i]:
-            x = member[0]
-            if cue.get(x) == str(si[x]).strip().lower():
-                continue  # the cue asks for this very version
-            for j in buckets[member]:
-                sj = slots[j]
-                if seqs[j] > seqs[i] and sj is not None and sj.get(x, si[x]) != si[x]:
-                    out[i] = min(out[i], out[j] - 1e-4)
-    return out
-
-
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
-def _matches(trace: Trace, where: Mapping[str, Any]) -> bool:
-    for k, v in where.items():
-        have = trace.slots.get(k, trace.metadata.get(k, _MISSING))
-        if have is _MISSING or have != v:
-            return False
-    return True
-
-
-_MISSING = object()
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
@@ -81,13 +81,17 @@ class GateComponents(BaseModel):
 class WriteDecision(BaseModel):
     """What the gate decided about one event."""
 
-    accepted: bool
+    accepted: bool = Field(description="True when the event was stored, salient or cold (see ``tier``).")
     score: float = Field(description="S, the weighted gate score.")
     threshold: float = Field(description="τ at decision time.")
     components: GateComponents
-    reason: str = Field(description="'pinned', 'forced', 'update', 'above_threshold', 'below_threshold' or 'duplicate'.")
+    reason: str = Field(description="'pinned', 'forced', 'update', 'above_threshold', 'cold' (below τ, kept cold), "
+                                    "'below_threshold' (below τ, dropped: gate.cold_writes off) or 'duplicate'.")
     trace_id: str | None = Field(None, description="Id of the stored trace when accepted.")
     namespace: str
+    tier: Literal["salient", "cold"] | None = Field(
+        None, description="How the trace is kept: 'salient' (passed the gate), 'cold' (below τ, kept with a lower rank and "
+                          "faster decay; gate.cold_writes), None when nothing was stored.")
 
 
 class Trace(BaseModel):
@@ -105,6 +109,7 @@ class Trace(BaseModel):
     gate_score: float
     recall_count: int = 0
     expires_at: datetime | None = None
+    tier: Literal["salient", "cold"] = Field("salient", description="'cold' for a below-threshold event kept by gate.cold_writes.")
 
 
 class MemoryTokens(BaseModel):
@@ -123,6 +128,8 @@ class RecalledTrace(BaseModel):
     score: float = Field(description="Final score after Hopfield re-ranking (higher is better).")
     ann_similarity: float = Field(description="Cosine between the cue and the trace in feature space.")
     hopfield_weight: float = Field(description="Softmax weight of this trace in the completed pattern.")
+    lexical_score: float = Field(0.0, description="BM25 of the cue's terms against this trace (0 when none match).")
+    hop: int = Field(1, description="1: found by the cue; 2: found by chained recall from the first hop's best trace.")
 
 
 class RecallResult(BaseModel):

@@ -4,6 +4,9 @@ Registered into the engine's CLI through :func:`register`. ``eval`` loads the
 model once, plays the chosen task through each mode of ``--mode`` (comma
 separated), writes one RunRecord (+ per-question sidecar) per mode into
 ``--out``, then refreshes the paired comparisons against B0 for the whole folder.
+``eval --mode retrieval`` needs no model: it scores evidence recall of HEI-NW, RAG
+and BM25 on every question (:mod:`hei_nw_eval.recall_eval`); ``--suite dev`` runs
+every dev task and renders the report.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ def register(subparsers: Any) -> None:
     src.add_argument("--scenario", choices=list("ABCDE"), help="generated scenario (default A)")
     src.add_argument("--dataset", help="babi:PATH (file or folder), locomo:PATH or jsonl:PATH; a bare "
                                        "'babi'/'locomo' reads ../shared/datasets next to the repository")
-    p.add_argument("--mode", default="B0,B1", help=f"comma-separated modes of {', '.join(MODES)}")
+    p.add_argument("--mode", default="B0,B1", help=f"comma-separated modes of {', '.join(MODES)}; or 'retrieval': "
+                                                  "evidence recall of HEI-NW, RAG and BM25 without a model")
     p.add_argument("--condition", default=None, help="scenario condition (default: the scenario's first)")
-    p.add_argument("--n", type=int, default=20, help="questions")
+    p.add_argument("--n", type=int, default=None,
+                   help="questions (default 20; --mode retrieval: every question of a dataset, 200 scenario items)")
     p.add_argument("--per-sample", type=int, default=None,
                    help="datasets: at most this many questions per story/conversation, evenly spread")
     p.add_argument("--seed", type=int, default=0, help="data and bootstrap seed")
@@ -46,6 +51,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--config", default=None, help="HEI-NW settings file (TOML)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = p.add_argument_group("retrieval (--mode retrieval)")
+    r.add_argument("--suite", choices=["dev"], default=None,
+                   help="dev: LoCoMo dev5 (every question), bAbI qa1-qa3 (--n each, default 1000) and scenarios A-E "
+                        "(200 items; D 100), then the report")
+    r.add_argument("--systems", default="hei-nw,rag,bm25", help="retrievers to compare (comma-separated)")
     c = p.add_argument_group("consolidation (modes B2/B3)")
     c.add_argument("--consolidate-cycles", type=int, default=0,
                    help="B2/B3 from real consolidation: write through the gate, then this many replay cycles, "
@@ -75,6 +85,11 @@ def register(subparsers: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    if modes == ["retrieval"]:
+        _retrieval(args)
+        return
+    if args.suite:
+        raise SystemExit("error: --suite goes with --mode retrieval")
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise SystemExit(f"error: unknown mode(s) {bad}; choose from {', '.join(MODES)}")
@@ -87,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if not modes:
             return
     results = run_eval(
-        scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n,
+        scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n or 20,
         seed=args.seed, out=args.out, route=routes, hopfield=not args.no_hopfield, reader=not args.no_reader,
         k=args.k, max_new_tokens=args.max_new_tokens, context_window=args.context_window,
         rag_chunk=args.rag_chunk, cue_slots=args.cue_slots, n_boot=args.n_boot, threads=args.threads,
@@ -119,7 +134,7 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
         raise SystemExit(f"error: --consolidate-orders takes scheduled and/or shuffled, got {args.consolidate_orders!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    task, cond, units = _task_units(args.scenario, args.dataset, args.condition, args.n, args.seed)
+    task, cond, units = _task_units(args.scenario, args.dataset, args.condition, args.n or 20, args.seed)
     settings = HeiNwSettings.from_file(args.config) if args.config else HeiNwSettings.build()
     settings.model.memory_reader = settings.model.memory_reader and not args.no_reader
     lm = HeiNwForCausalLM.from_settings(settings, mode="B0")
@@ -152,6 +167,51 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
             print(f"{order:>10} cycle {pt.cycle}: B3 EM {pt.b3_em.value:.3f}  B3-B0 {d.value:+.3f} [{d.low}, {d.high}]  "
                   f"retention {pt.retention_vs_b1}  {pt.consolidation['status']}")
     print(f"-> {paths[-1]}")
+
+
+RETRIEVAL_SUITE: tuple[tuple[str | None, str | None, int | None], ...] = (
+    (None, "locomo", None), (None, "babi:qa1", 1000), (None, "babi:qa2", 1000), (None, "babi:qa3", 1000),
+    ("A", None, 200), ("B", None, 200), ("C", None, 200), ("D", None, 100), ("E", None, 200),
+)
+"""(scenario, dataset, n) of ``--suite dev``; ``babi:qaN`` is that task's test file in the datasets folder."""
+
+
+def _retrieval(args: argparse.Namespace) -> None:
+    """``--mode retrieval``: evidence recall of HEI-NW, RAG and BM25 (no model), one task or the dev suite."""
+    from hei_nw_eval.datasets import BABI_FILES, default_datasets_dir
+    from hei_nw_eval.recall_eval import run_recall_eval
+    from hei_nw_eval.report import build_report
+    from hei_nw_plugin import HeiNwSettings
+    from hei_nw_plugin.embed import default_embedder
+
+    systems = [x.strip() for x in args.systems.split(",") if x.strip()]
+    settings = HeiNwSettings.from_file(args.config) if args.config else HeiNwSettings.build()
+    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
+                                batch_size=settings.embedder.batch_size, cache_size=0, backend=settings.embedder.backend,
+                                threads=settings.embedder.threads, spin=settings.embedder.spin)
+    if args.suite:
+        base = default_datasets_dir()
+        if base is None:
+            raise SystemExit("error: --suite dev reads ../shared/datasets next to the repository; it is not there")
+        plan = []
+        for scenario, dataset, n in RETRIEVAL_SUITE:
+            if dataset == "locomo":
+                dataset = f"locomo:{base / 'locomo' / 'locomo_dev5.json'}"
+            elif dataset is not None:
+                dataset = f"babi:{base / 'babi' / BABI_FILES[int(dataset[-1])]}"
+            plan.append((scenario, dataset, args.n or n))
+    else:
+        plan = [(args.scenario or (None if args.dataset else "A"), args.dataset, args.n or (None if args.dataset else 200))]
+    for scenario, dataset, n in plan:
+        task, cond, units = _task_units(scenario, dataset, None if args.suite else args.condition, n, args.seed,
+                                        args.per_sample)
+        source = "locomo" if task == "locomo" else task.split(":")[0]
+        t0 = time.perf_counter()
+        run_recall_eval(units, task=task, source=source, condition=cond, out=args.out, systems=systems, embedder=embedder,
+                        settings=settings, n_boot=args.n_boot, seed=args.seed, verbose=not args.quiet)
+        print(f"  {task}: {len(units)} questions in {time.perf_counter() - t0:.0f} s")
+    files = build_report(args.out, title="HEI-NW evidence recall")
+    print(f"wrote {files.markdown} and {files.html}")
 
 
 def _v(m: dict[str, Any], key: str) -> str:
@@ -232,7 +292,7 @@ def _tag(mode: str, route: str, hopfield: bool, reader: bool) -> str:
     return "-".join(parts)
 
 
-def _task_units(scenario: str | None, dataset: str | None, condition: str | None, n: int, seed: int,
+def _task_units(scenario: str | None, dataset: str | None, condition: str | None, n: int | None, seed: int,
                 per_sample: int | None = None) -> tuple[str, str | None, list[Any]]:
     from hei_nw_eval.runner import units_from_samples, units_from_split
 
@@ -252,7 +312,7 @@ def _task_units(scenario: str | None, dataset: str | None, condition: str | None
         return task, condition, units_from_samples(samples, n, per_sample=per_sample)
     from hei_nw_eval.scenarios import generate
 
-    split = generate(scenario or "A", n, seed=seed, condition=condition)
+    split = generate(scenario or "A", n or 20, seed=seed, condition=condition)
     return f"scenario:{split.scenario}", split.condition, units_from_split(split)
 
 

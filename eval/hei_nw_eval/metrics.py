@@ -30,7 +30,7 @@ from itertools import pairwise
 import numpy as np
 import numpy.typing as npt
 
-from hei_nw_eval.porter import stem
+from hei_nw_plugin.porter import stem
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,7 +1,9 @@
 """SQLAlchemy 2 tables of the trace store.
 
 Traces are pointer-only: the sparse key, a ciphertext of {redacted span,
-slots, metadata, source pointer} and bookkeeping columns. The wrapped data key
+slots, metadata, source pointer} and bookkeeping columns (the tier among them).
+:data:`COLUMNS_ADDED` lists columns added after the first release; opening an
+older store adds them. The wrapped data key
 lives in its own table so that deleting it shreds the payload. Provenance is
 an append-only, hash-chained, signed log; ``hei_meta`` holds the chain head so
 that truncating the log's tail is detected too.
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -43,6 +46,8 @@ traces = Table(
     Column("gate_score", Float, nullable=False),
     Column("recall_count", Integer, nullable=False, default=0),
     Column("last_recalled_at", Float, nullable=True),
+    # 0 salient, 1 cold (a below-threshold event kept by gate.cold_writes): ranks lower, evicted first.
+    Column("tier", SmallInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("namespace", "ext_key", name="uq_hei_traces_ns_key"),
     Index("ix_hei_traces_ns_seq", "namespace", "seq"),
     sqlite_autoincrement=True,  # never reuse a deleted seq: the index keys traces by seq
@@ -84,3 +89,8 @@ meta = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+COLUMNS_ADDED: tuple[tuple[str, str, str], ...] = (
+    ("hei_traces", "tier", "SMALLINT NOT NULL DEFAULT 0"),
+)
+"""(table, column, SQL type and default) of columns newer than the first schema: ALTERed into an older store on open."""

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, or_, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -40,7 +41,7 @@ from hei_nw_plugin.errors import (
 from hei_nw_plugin.keyer import unpack_sparse
 from hei_nw_plugin.store import attest, crypto, faults
 from hei_nw_plugin.store.keys import KeyProvider
-from hei_nw_plugin.store.schema import meta, metadata, provenance, replay_queue, trace_keys, traces
+from hei_nw_plugin.store.schema import COLUMNS_ADDED, meta, metadata, provenance, replay_queue, trace_keys, traces
 from hei_nw_plugin.types import SourcePointer, Trace
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class NewTrace:
     gate: dict[str, Any]
     ext_key: str | None = None
     features: bytes = b""
+    cold: bool = False
     id: str = field(default_factory=lambda: new_trace_id())
 
 
@@ -140,6 +142,9 @@ class SQLTraceStore:
         except (SQLAlchemyError, OSError) as err:
             raise StoreUnavailableError(f"trace store at {_redact_url(self.url)} is unavailable: {err.__class__.__name__}: {err}") from err
         with self._tx() as conn:
+            for table, column, ddl in COLUMNS_ADDED:  # a store written before the column existed
+                if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+                    conn.execute(sql_text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
             if conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).first() is None:
                 conn.execute(insert(meta).values(name="chain_head", value=GENESIS))
 
@@ -264,10 +269,11 @@ class SQLTraceStore:
                 [self._trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)])]
             conn.execute(insert(trace_keys), [{"trace_seq": seq, "kek_id": kek_id, "wrapped_dek": w}
                                               for seq, (_b, w) in zip(seqs, sealed, strict=True)])
-            conn.execute(insert(replay_queue), [
-                {"trace_seq": seq, "namespace": row.namespace, "enqueued_at": row.created_at,
-                 "priority": priority[i] if priority is not None else row.gate_score, "replay_count": 0}
-                for i, (seq, row) in enumerate(zip(seqs, rows, strict=True))])
+            queued = [{"trace_seq": seq, "namespace": row.namespace, "enqueued_at": row.created_at,
+                       "priority": priority[i] if priority is not None else row.gate_score, "replay_count": 0}
+                      for i, (seq, row) in enumerate(zip(seqs, rows, strict=True)) if not row.cold]  # cold: never consolidated
+            if queued:
+                conn.execute(insert(replay_queue), queued)
             self._append_many(conn, [(row.namespace, "write", row.id, self._write_record(row, blob, seq))
                                      for row, (blob, _w), seq in zip(rows, sealed, seqs, strict=True)])
         return [StoredRef(seq=seq, id=row.id) for seq, row in zip(seqs, rows, strict=True)]
@@ -291,8 +297,9 @@ class SQLTraceStore:
         blob, wrapped = self._seal(row, kek)
         seq = int(conn.execute(insert(traces).values(**self._trace_values(row, blob)).returning(traces.c.seq)).scalar_one())
         conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
-        conn.execute(insert(replay_queue).values(
-            trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at, priority=priority, replay_count=0))
+        if not row.cold:  # a cold trace is never consolidated
+            conn.execute(insert(replay_queue).values(
+                trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at, priority=priority, replay_count=0))
         self._append(conn, row.namespace, "write", row.id, self._write_record(row, blob, seq))
         return StoredRef(seq=seq, id=row.id, replaced_seq=replaced)
 
@@ -307,7 +314,7 @@ class SQLTraceStore:
     def _trace_values(row: NewTrace, blob: bytes) -> dict[str, Any]:
         return {"id": row.id, "namespace": row.namespace, "ext_key": row.ext_key, "key_blob": row.key_blob, "payload": blob,
                 "created_at": row.created_at, "expires_at": row.expires_at, "pinned": row.pinned,
-                "gate_score": row.gate_score, "recall_count": 0}
+                "gate_score": row.gate_score, "recall_count": 0, "tier": 1 if row.cold else 0}
 
     @staticmethod
     def _write_record(row: NewTrace, blob: bytes, seq: int) -> dict[str, Any]:
@@ -621,6 +628,7 @@ class SQLTraceStore:
             created_at=datetime.fromtimestamp(r.created_at, UTC), pinned=bool(r.pinned), gate_score=float(r.gate_score),
             recall_count=int(r.recall_count or 0),
             expires_at=datetime.fromtimestamp(r.expires_at, UTC) if r.expires_at is not None else None,
+            tier="cold" if getattr(r, "tier", 0) else "salient",
         ), feats
 
     @faults.retrying
@@ -690,7 +698,7 @@ class SQLTraceStore:
     def retention_rows(self, namespace: str) -> list[Any]:
         with self._read() as conn:
             return list(conn.execute(select(traces.c.seq, traces.c.id, traces.c.created_at, traces.c.gate_score,
-                                            traces.c.recall_count, traces.c.last_recalled_at).where(
+                                            traces.c.recall_count, traces.c.last_recalled_at, traces.c.tier).where(
                 traces.c.namespace == namespace, traces.c.pinned.is_(False))).all())
 
     @faults.retrying

@@ -21,14 +21,19 @@ def test_gate_formula_and_reasons() -> None:
     assert abs(d.score - (0.5 * 0.5 + 0.3 * 0.8 + 0.2 * 0.5)) < 1e-9
     assert d.accepted and d.reason == "above_threshold"
     low = g.decide(namespace="n", text="x", nearest_similarity=0.99, reward=0.0, pin=False, tokens=10)
-    assert not low.accepted and low.reason == "below_threshold"
+    assert low.accepted and low.reason == "cold" and low.tier == "cold"  # kept, cold
     dup = g.decide(namespace="n", text="x", nearest_similarity=0.999, reward=1.0, pin=False, tokens=10)
-    assert dup.reason == "duplicate" and not dup.accepted
+    assert dup.reason == "duplicate" and dup.accepted and dup.tier == "cold"  # a repeat is a later event: kept cold
     pinned = g.decide(namespace="n", text="x", nearest_similarity=0.999, reward=0.0, pin=True, tokens=10)
-    assert pinned.accepted and pinned.reason == "pinned"
+    assert pinned.accepted and pinned.reason == "pinned" and pinned.tier == "salient"
+    g.settings.cold_writes = False
+    dropped = g.decide(namespace="n", text="x", nearest_similarity=0.99, reward=0.0, pin=False, tokens=10)
+    assert not dropped.accepted and dropped.reason == "below_threshold" and dropped.tier is None
+    dup = g.decide(namespace="n", text="x", nearest_similarity=0.999, reward=1.0, pin=False, tokens=10)
+    assert dup.reason == "duplicate" and not dup.accepted and dup.tier is None
     t = g.telemetry.summary("n")
-    assert t["accepted"] == 2 and t["rejected"] == 2 and t["tokens"] == 40
-    assert t["writes_per_1k_tokens"] == 50.0
+    assert t["accepted"] == 2 and t["cold"] == 2 and t["rejected"] == 2 and t["tokens"] == 60
+    assert abs(t["writes_per_1k_tokens"] - 2000 / 60) < 1e-9  # salient writes only
 
 
 def test_proxy_surprise_separates_chitchat_from_facts() -> None:

@@ -13,6 +13,7 @@ from hei_nw_plugin.errors import (
     ConfigError, DecryptionError, InvalidEventError, InvalidNamespaceError, PayloadTooLargeError, TraceNotFoundError,
     UnknownNamespaceError,
 )
+from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.memory import HEIMemory
 
 FACT = {"text": "Priya keeps the spare key in the blue toolbox", "slots": {"who": "Priya", "what": "spare key"}}
@@ -52,13 +53,41 @@ def test_namespaces_never_cross(mem: HEIMemory) -> None:
     assert mem.get(d.trace_id, namespace="alice").text == FACT["text"]
 
 
-def test_gate_rejects_chitchat_and_duplicates(mem: HEIMemory) -> None:
-    assert not mem.write("ok thanks, sounds good", namespace="n").accepted
-    assert mem.write(FACT, namespace="n").accepted
+def test_gate_keeps_chitchat_cold_and_rejects_duplicates(mem: HEIMemory) -> None:
+    chat = mem.write("ok thanks, sounds good", namespace="n")
+    assert chat.accepted and chat.reason == "cold" and chat.tier == "cold" and chat.trace_id
+    fact = mem.write(FACT, namespace="n")
+    assert fact.accepted and fact.tier == "salient"
     dup = mem.write(FACT, namespace="n")
-    assert not dup.accepted and dup.reason == "duplicate"
+    assert dup.accepted and dup.reason == "duplicate" and dup.tier == "cold"  # said again: a later event, kept cold
     st = mem.stats(namespace="n")
-    assert st.traces == 1 and st.gate["by_reason"]["duplicate"] == 1
+    assert st.traces == 3 and st.gate["by_reason"]["duplicate_kept"] == 1
+    assert st.gate["accepted"] == 1 and st.gate["cold"] == 2  # the write rate counts the salient write only
+    assert mem.recall(FACT, k=1, namespace="n").traces[0].trace.id == dup.trace_id  # the newer copy wins
+    assert mem.get(chat.trace_id, namespace="n").tier == "cold"
+
+
+def test_gate_without_cold_writes_drops_chitchat(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+
+    m = HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path}, gate={"cold_writes": False}), embedder=HashingEmbedder())
+    d = m.write("ok thanks, sounds good", namespace="n")
+    assert not d.accepted and d.reason == "below_threshold" and d.trace_id is None
+    assert m.write(FACT, namespace="n").accepted and m.stats(namespace="n").traces == 1
+    assert not m.write(FACT, namespace="n").accepted  # a duplicate is rejected
+    m.close()
+
+
+def test_a_cold_trace_ranks_below_an_equally_close_salient_one(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+
+    m = HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path}, gate={"tau": 5.0}), embedder=HashingEmbedder())
+    cold = m.write("The spare key is under the blue pot.", namespace="n")
+    salient = m.write({"text": "The spare key is under the blue pot!", "force": True}, namespace="n")
+    assert cold.tier == "cold" and salient.tier == "salient"
+    top = m.recall("Where is the spare key?", k=2, namespace="n").traces
+    assert [t.trace.tier for t in top] == ["salient", "cold"]
+    m.close()
 
 
 def test_keyed_write_replaces_newest_wins(mem: HEIMemory) -> None:
@@ -309,9 +338,8 @@ def test_newest_version_of_a_fact_wins(mem: HEIMemory) -> None:
     r = mem.recall("Lorcan's manager is Casimir", k=3, namespace="n")
     texts = [t.trace.text for t in r.traces]
     assert texts.index(new["text"]) < texts.index(old["text"])
-    mem2_settings = mem.settings.model_copy(deep=True)
-    mem2_settings.hopfield.supersede_slots = False
-    mem.settings = mem2_settings
+    mem.settings.hopfield.supersede_slots = False
+    mem.settings.recall.versions = False  # the text rule alone would also put the newer version first
     r2 = mem.recall("Lorcan's manager is Casimir", k=3, namespace="n")
     assert r2.traces[0].trace.text == old["text"]  # without the rule the closer, older wording wins
 
@@ -332,7 +360,7 @@ def test_warm_features_fills_the_cache_so_recall_decrypts_only_what_it_returns(t
         mem.write_many([MemoryEvent(text=f"item {i} sits on shelf {i}", pin=True) for i in range(30)], namespace="w")
     with HEIMemory.open(tmp_path, embedder=HashingEmbedder()) as mem:
         assert mem.warm_features(namespace="w") == 30
-        assert len(mem._feat_cache) == 30
+        assert mem.cache_stats()["entries"] == 30
         assert mem.recall("item 7 shelf 7", k=1, namespace="w").traces
 
 
@@ -355,7 +383,8 @@ def _supersede_pairwise(scores, slots, seqs, cue_slots=None):  # type: ignore[no
 
 
 def test_supersede_equals_the_pairwise_definition_on_random_candidate_sets() -> None:
-    from hei_nw_plugin.memory import _supersede, slot_signatures
+    from hei_nw_plugin.versions import slot_signatures
+    from hei_nw_plugin.versions import supersede_slots as _supersede
 
     rng = np.random.default_rng(0)
     for _ in range(300):

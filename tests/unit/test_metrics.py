@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from hei_nw_eval import metrics as M
-from hei_nw_eval.porter import stem
+from hei_nw_plugin.porter import stem
 
 
 def test_squad_normalisation_em_and_f1() -> None:

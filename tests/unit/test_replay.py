@@ -23,7 +23,8 @@ def _mem(tmp: Path) -> HEIMemory:
 def test_queue_is_fed_by_writes_and_survives_restart(tmp_path: Path) -> None:
     m = _mem(tmp_path)
     ids = [m.write({"text": t, "force": True}, namespace="n").trace_id for t in FACTS]
-    assert not m.write("ok thanks", namespace="n").accepted  # rejected events are never queued
+    chat = m.write("ok thanks", namespace="n")
+    assert chat.accepted and chat.tier == "cold"  # kept cold, and cold traces are never queued
     s = ReplayScheduler(m)
     batch = s.next_batch(3, namespace="n")
     s.mark_replayed(batch)

@@ -152,13 +152,11 @@ def test_warm_key_cache_counts_hits_and_prefetch_loads_neighbours(mem_factory: C
         assert mem.cache_stats()["entries"] == 200  # written traces are cached at write time
         mem.recall(evs[0]["text"], 3, namespace="s")
         assert mem.cache_stats()["misses"] == 0 and mem.cache_stats()["hits"] >= 16
-        mem._prefetch_q.join()
-        with mem._touch_lock:  # as after a restart: nothing decrypted yet
-            mem._feat_cache.clear()
-            mem._slot_cache.clear()
+        mem._prefetcher.wait()
+        mem.cache.clear()  # as after a restart: nothing decrypted yet
         mem.reset_cache_stats()
         first = mem.recall(evs[5]["text"], 2, namespace="s")
-        mem._prefetch_q.join()
+        mem._prefetcher.wait()
         assert mem.cache_stats()["misses"] >= 16 and (mem.cache_stats()["prefetched"] > 0) == prefetch
         # A follow-up about the recalled episode, by other words: prefetch has loaded part of its candidates.
         mem.reset_cache_stats()

@@ -1,5 +1,6 @@
-"""The Porter (1980) suffix-stripping stemmer, for LoCoMo-style token F1.
+"""The Porter (1980) suffix-stripping stemmer: the lexical channel's terms and LoCoMo-style token F1.
 
+Recall's lexical channel (:mod:`hei_nw_plugin.lexical`) stems every term, and
 LoCoMo's evaluation stems answer tokens with NLTK's ``PorterStemmer`` before
 counting overlap. This is Martin Porter's reference algorithm (with the two
 changes of his published C version: ``-bli → -ble`` and ``-logi → -log``),

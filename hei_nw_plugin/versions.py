@@ -1,0 +1,140 @@
+"""Newest wins among versions of one fact: by structured slots, and by text.
+
+A memory that keeps every turn keeps every stale state too ("Mary went to the
+kitchen", later "Mary journeyed to the office"). Cue similarity cannot tell which
+is current, and a global recency bonus hurts every question whose answer is old.
+So recency acts only between traces that are *versions of one another*:
+
+* **Slots** (:func:`supersede_slots`): same slot keys (at least three), values
+  differing in exactly one; the later one ranks first, the older just below it.
+* **Text** (:func:`supersede_text`): two traces that share a term the cue is about
+  (an *anchor*: "Mary" in "Where is Mary?") and say the same kind of thing about it
+  (feature cosine ≥ ``similar``, or ≥ ``similar_shared`` when they share a second
+  term too). The older ranks below every newer version and loses ``penalty`` from its
+  score, unless the cue names a term of it that the newer lacks ("Where was Mary before the kitchen?" names the kitchen
+  version). A cue with "before"/"after" lifts the version just before/after the one
+  it names to just below it.
+
+Order is by ``created_at`` then write order, so dated events written out of order
+(an import of old sessions) still version correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+BEFORE_WORDS = frozenset({"before", "previously", "earlier", "prior", "formerly"})
+AFTER_WORDS = frozenset({"after", "afterwards", "later", "next", "subsequently"})
+_EPS = 1e-4
+
+Signatures = tuple[tuple[str, int], ...]
+"""A trace's leave-one-out slot signatures for newest-wins: (slot left out, hash of the rest)."""
+
+
+def slot_signatures(slots: Mapping[str, Any] | None) -> Signatures:
+    """Signatures of one trace's slots (empty below three slots: see :func:`supersede_slots`)."""
+    if not slots or len(slots) < 3:  # two slots differing in one could be two facts about one subject
+        return ()
+    items = sorted((str(k), _hashable(v)) for k, v in slots.items())
+    keys = tuple(k for k, _ in items)
+    return tuple((x, hash((keys, x, tuple(items[:pos] + items[pos + 1:])))) for pos, (x, _v) in enumerate(items))
+
+
+def supersede_slots(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None], seqs: Sequence[int],
+                    cue_slots: Mapping[str, Any] | None = None, sigs: Sequence[Signatures] | None = None) -> np.ndarray:
+    """Newest wins among slot versions of one fact.
+
+    Two traces are versions of one fact when their slots have the same keys (at
+    least three) and differ in exactly one value (``who=Lorcan, attribute=manager,
+    value=Casimir`` → ``…value=Ottilie``); the later-written one (higher seq)
+    ranks first, the older just below it — unless the cue itself names the
+    older value of the differing slot, which asks for that version.
+
+    Pairs are found through leave-one-out signatures (same keys, same values but
+    for slot ``x``), so the cost is linear in candidates × slots, not quadratic.
+    ``sigs`` are the candidates' :func:`slot_signatures` when the caller keeps them cached.
+    """
+    cue = {k: str(v).strip().lower() for k, v in (cue_slots or {}).items()}
+    out = scores.copy()
+    sigs = sigs if sigs is not None else [slot_signatures(si) for si in slots]
+    buckets: dict[tuple[str, int], list[int]] = {}
+    for i, sg in enumerate(sigs):
+        for member in sg:
+            buckets.setdefault(member, []).append(i)
+    for i in sorted((i for i, sg in enumerate(sigs) if sg), key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
+        si = slots[i]
+        assert si is not None
+        for member in sigs[i]:
+            x = member[0]
+            if cue.get(x) == str(si[x]).strip().lower():
+                continue  # the cue asks for this very version
+            for j in buckets[member]:
+                sj = slots[j]
+                if seqs[j] > seqs[i] and sj is not None and sj.get(x, si[x]) != si[x]:
+                    out[i] = min(out[i], out[j] - 1e-4)
+    return out
+
+
+def supersede_text(
+    scores: np.ndarray, *, order: Sequence[tuple[float, int]], terms: Sequence[frozenset[int]], features: np.ndarray,
+    anchors: frozenset[int], named_by: frozenset[int], similar: float, similar_shared: float, penalty: float,
+    before: bool = False, after: bool = False, as_of: tuple[float, int] | None = None,
+) -> np.ndarray:
+    """Newest wins among text versions of what the cue asks about (see the module docstring).
+
+    ``order`` is each candidate's (created_at, seq); ``terms`` its lexical term ids;
+    ``features`` its unit-length dense features (rows). ``anchors`` are the term ids
+    that make two traces versions (the cue's terms, or in a chained hop the entity it
+    follows); ``named_by`` the term ids that ask for a particular version. With
+    ``as_of`` (a chained hop), a version only supersedes one on the same side of that
+    moment, so the state as of the first hop's trace survives beside the current one.
+    Returns adjusted scores; the input is not modified.
+    """
+    out = scores.astype(np.float32, copy=True)
+    part = [i for i, t in enumerate(terms) if anchors & t]
+    if len(part) < 2:
+        return out
+    sims = features[part] @ features[part].T
+    related: dict[int, list[int]] = {i: [] for i in part}
+    for a, i in enumerate(part):
+        for b in range(a + 1, len(part)):
+            j = part[b]
+            shared = anchors & terms[i] & terms[j]
+            if not shared:
+                continue
+            cos = float(sims[a, b])
+            if cos >= similar or (cos >= similar_shared and (terms[i] & terms[j]) - shared):
+                related[i].append(j)
+                related[j].append(i)
+
+    def same_side(i: int, j: int) -> bool:
+        return as_of is None or (order[i] <= as_of) == (order[j] <= as_of)
+
+    # j supersedes i when it is newer, on the same side of as_of, and holds every term of i that the cue names.
+    newer = {i: [j for j in js if order[j] > order[i] and same_side(i, j) and not (named_by & (terms[i] - terms[j]))]
+             for i, js in related.items()}
+    for i in sorted((i for i, js in newer.items() if js), key=lambda x: order[x], reverse=True):  # newest first
+        out[i] = min(out[i] - penalty, min(out[j] for j in newer[i]) - _EPS)  # below every newer version, and lower
+    # A version the cue names: the newest of those holding a cue term that another version lacks.
+    named = {i for i, js in related.items() if not newer[i] and any(named_by & (terms[i] - terms[j]) for j in js)}
+    for n in sorted(named, key=lambda x: order[x]):
+        earlier = [j for j in related[n] if order[j] < order[n]]
+        later = [j for j in related[n] if order[j] > order[n]]
+        if before and earlier:
+            j = max(earlier, key=lambda x: order[x])
+            out[j] = max(out[j], out[n] - _EPS)
+        if after and later:
+            j = min(later, key=lambda x: order[x])
+            out[j] = max(out[j], out[n] - _EPS)
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
