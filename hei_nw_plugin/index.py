@@ -13,20 +13,18 @@ are therefore zeroed in every file :meth:`USearchIndex.save` writes.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import mmap
-import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hei_nw_plugin.config import IndexSettings
+from hei_nw_plugin.derived import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +49,6 @@ def _preload_onnxruntime() -> None:
 
 
 _preload_onnxruntime()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``path`` across processes (released on close, and when the holder dies)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def usearch_index_class() -> Any:
@@ -185,35 +172,21 @@ class USearchIndex:
     def save(self) -> bool:
         """Write the index atomically (temp file + rename) so a crash leaves the old file or the new one.
 
-        Processes sharing the folder take turns (``flock`` on ``<file>.lock``), so two saves never
-        write one temp file at once. A save that fails (a full disk) removes its temp file, logs a
-        warning and returns False instead of raising: the store is the source of truth, the graph
-        stays in memory and the next save, or a rebuild at the next open, catches the file up. When
-        entries were removed since the last save, the old file is removed as well, since it still
-        holds their vectors (keys derived from deleted traces).
+        See :func:`hei_nw_plugin.derived.save_atomically`: processes sharing the folder take turns,
+        and a failed save (a full disk) logs and returns False instead of raising.
         """
         if self.path is None:
             return True
         with self._lock:
-            tmp = self.path.with_suffix(".tmp")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with _file_lock(self.path.with_name(self.path.name + ".lock")):
-                    self._index.save(str(tmp))
-                    self._zero_removed(tmp)
-                    os.replace(tmp, self.path)
-            except (OSError, RuntimeError) as err:  # usearch reports a failed write as RuntimeError
-                tmp.unlink(missing_ok=True)
-                self._dirty = 0  # the next automatic attempt waits for another save_every changes
-                if self._removed_since_save:
-                    self.path.unlink(missing_ok=True)
-                log.warning("index file %s not saved (%s: %s); %s", self.path, type(err).__name__, err,
-                            "removed the old file, which held removed entries; it is rebuilt from the store at the next open"
-                            if self._removed_since_save else "the old file stays and is caught up from the store at the next open")
-                return False
-            self._dirty = 0
-            self._removed_since_save = False
-            return True
+            def write(tmp: Path) -> None:
+                self._index.save(str(tmp))
+                self._zero_removed(tmp)
+
+            saved = save_atomically(self.path, write, holds_removed=self._removed_since_save, what="index file")
+            self._dirty = 0  # after a failure the next automatic attempt waits for another save_every changes
+            if saved:
+                self._removed_since_save = False
+            return saved
 
     def _zero_removed(self, file: Path) -> None:
         """Zero the bytes of removed vectors in a just-written index file.

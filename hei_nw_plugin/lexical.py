@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hei_nw_plugin.derived import save_atomically
 from hei_nw_plugin.gate import COMMON_WORDS
 from hei_nw_plugin.porter import stem
 
@@ -116,6 +117,7 @@ class LexicalIndex:
         self._df: dict[int, int] = {}
         self._live_len = 0
         self._dirty = 0
+        self._removed_since_save = False  # the file on disk may still hold the terms of a trace removed since
         self.loaded_from_disk = False
         if path is not None and path.exists():
             self._try_load(path)
@@ -160,6 +162,7 @@ class LexicalIndex:
                 if int(seq) in self._row:
                     self._drop(int(seq))
                     self._dirty += 1
+                    self._removed_since_save = True
             if len(self._seq) > 64 and len(self._row) < len(self._seq) // 2:
                 self._compact()
 
@@ -260,10 +263,14 @@ class LexicalIndex:
         if self.path is not None and self._dirty >= max(every, len(self._row) // 10):
             self.save()
 
-    def save(self) -> None:
-        """Write the live rows atomically (temp file + rename); removed traces leave no terms in the file."""
+    def save(self) -> bool:
+        """Write the live rows atomically (temp file + rename); removed traces leave no terms in the file.
+
+        See :func:`hei_nw_plugin.derived.save_atomically`: processes sharing the folder take turns,
+        and a failed save (a full disk) logs and returns False instead of raising.
+        """
         if self.path is None:
-            return
+            return True
         with self._lock:
             live = sorted(self._row.items(), key=lambda kv: kv[1])
             rows = [r for _, r in live]
@@ -275,14 +282,18 @@ class LexicalIndex:
                 "terms": np.concatenate(terms) if terms else np.zeros(0, dtype=np.uint32),
                 "tfs": np.concatenate([self._tfs[r] for r in rows]) if rows else np.zeros(0, dtype=np.uint16),
             }
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with tmp.open("wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+
+            def write(tmp: Path) -> None:
+                with tmp.open("wb") as fh:
+                    np.savez(fh, **arrays)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+            saved = save_atomically(self.path, write, holds_removed=self._removed_since_save, what="lexical index")
             self._dirty = 0
+            if saved:
+                self._removed_since_save = False
+            return saved
 
     def _try_load(self, path: Path) -> None:
         try:
