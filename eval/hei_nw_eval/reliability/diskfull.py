@@ -94,7 +94,7 @@ class Scenario:
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     unclear_errors: int = 0  # failures that were not DiskFullError (must be 0)
-    index_saves_failed: int = 0  # warnings logged by the index
+    index_saves_failed: int = 0  # failed saves of index files and lexical indexes (logged warnings)
     writes_after_space_returned: int = 0
     writes_failed_after_space_returned: int = 0
     lost: int = 0
@@ -131,12 +131,14 @@ class DiskFullReport:
 
 
 class _Counting(logging.Handler):
+    """Counts the warnings of failed saves of derived files (HNSW graphs and lexical indexes)."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.index_saves_failed = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "hei_nw_plugin.index" and "not saved" in record.getMessage():
+        if "not saved" in record.getMessage():
             self.index_saves_failed += 1
 
 
@@ -271,11 +273,12 @@ def _scenario(name: str, root: Path, emb: Embedder, *, size_mb: int, rounds: int
     full_dir = data if name == "store" else data / "index"
     rng = random.Random(seed)
     counter = _Counting()
-    logging.getLogger("hei_nw_plugin.index").addHandler(counter)
+    saves = logging.getLogger("hei_nw_plugin.derived")
+    saves.addHandler(counter)
     quiet = logging.getLogger("hei_nw_plugin")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # each failed save and checkpoint logs a warning; the counts are kept here
-    logging.getLogger("hei_nw_plugin.index").setLevel(logging.WARNING)
+    saves.setLevel(logging.WARNING)
     try:
         with tmpfs(full_dir, size_mb):
             sc = Scenario(name=name, fs_bytes=free_bytes(full_dir),
@@ -295,7 +298,8 @@ def _scenario(name: str, root: Path, emb: Embedder, *, size_mb: int, rounds: int
             mem.close()
             _check_reopened(sc, led, data, emb, rng)
     finally:
-        logging.getLogger("hei_nw_plugin.index").removeHandler(counter)
+        saves.removeHandler(counter)
+        saves.setLevel(logging.NOTSET)
         quiet.setLevel(level)
     sc.index_saves_failed = counter.index_saves_failed
     return sc
