@@ -217,7 +217,7 @@ class Recaller:
                 scores, order=[(lex.time_of(x) or 0.0, x) for x in cand], terms=[lex.terms_of(x) for x in cand], features=X,
                 anchors=q.anchors, named_by=q.named_by, similar=rs.version_similarity,
                 similar_shared=rs.version_similarity_shared, penalty=rs.version_penalty, before=q.before, after=q.after,
-                as_of=q.as_of)
+                as_of=q.as_of, max_terms=rs.version_max_terms)
         return _Hop(cand, np.asarray(scores, dtype=np.float32), cue_sims, weights, bm25)
 
     def _chain(self, ns: str, c: Cue, q: _Query, order: list[int], info: dict[int, tuple[float, float, float, float, int]],

@@ -7,7 +7,7 @@ So recency acts only between traces that are *versions of one another*:
 
 * **Slots** (:func:`supersede_slots`): same slot keys (at least three), values
   differing in exactly one; the later one ranks first, the older just below it.
-* **Text** (:func:`supersede_text`): two traces that share a term the cue is about
+* **Text** (:func:`supersede_text`): two short traces that share a term the cue is about
   (an *anchor*: "Mary" in "Where is Mary?") and say the same kind of thing about it
   (feature cosine ≥ ``similar``, or ≥ ``similar_shared`` when they share a second
   term too). The older ranks below every newer version and loses ``penalty`` from its
@@ -81,7 +81,7 @@ def supersede_slots(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None
 def supersede_text(
     scores: np.ndarray, *, order: Sequence[tuple[float, int]], terms: Sequence[frozenset[int]], features: np.ndarray,
     anchors: frozenset[int], named_by: frozenset[int], similar: float, similar_shared: float, penalty: float,
-    before: bool = False, after: bool = False, as_of: tuple[float, int] | None = None,
+    before: bool = False, after: bool = False, as_of: tuple[float, int] | None = None, max_terms: int | None = None,
 ) -> np.ndarray:
     """Newest wins among text versions of what the cue asks about (see the module docstring).
 
@@ -91,10 +91,11 @@ def supersede_text(
     follows); ``named_by`` the term ids that ask for a particular version. With
     ``as_of`` (a chained hop), a version only supersedes one on the same side of that
     moment, so the state as of the first hop's trace survives beside the current one.
-    Returns adjusted scores; the input is not modified.
+    A trace with more than ``max_terms`` distinct terms states several things and takes
+    no part. Returns adjusted scores; the input is not modified.
     """
     out = scores.astype(np.float32, copy=True)
-    part = [i for i, t in enumerate(terms) if anchors & t]
+    part = [i for i, t in enumerate(terms) if anchors & t and (max_terms is None or len(t) <= max_terms)]
     if len(part) < 2:
         return out
     sims = features[part] @ features[part].T

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
                    help="dev: LoCoMo dev5 (every question), bAbI qa1-qa3 (--n each, default 1000) and scenarios A-E "
                         "(200 items; D 100), then the report")
     r.add_argument("--systems", default="hei-nw,rag,bm25", help="retrievers to compare (comma-separated)")
+    r.add_argument("--ablations", action="store_true",
+                   help="with --suite dev: HEI-NW alone under one changed setting at a time on LoCoMo and bAbI "
+                        "(ablations.json/.md in --out; how the recall defaults were chosen)")
     c = p.add_argument_group("consolidation (modes B2/B3)")
     c.add_argument("--consolidate-cycles", type=int, default=0,
                    help="B2/B3 from real consolidation: write through the gate, then this many replay cycles, "
@@ -202,6 +205,19 @@ def _retrieval(args: argparse.Namespace) -> None:
             plan.append((scenario, dataset, args.n or n))
     else:
         plan = [(args.scenario or (None if args.dataset else "A"), args.dataset, args.n or (None if args.dataset else 200))]
+    if args.ablations:
+        if not args.suite:
+            raise SystemExit("error: --ablations goes with --suite dev")
+        from hei_nw_eval.recall_ablations import run_ablations
+
+        tasks = []
+        for scenario, dataset, n in plan:
+            if dataset is not None:
+                task, _c, units = _task_units(scenario, dataset, None, n, args.seed)
+                tasks.append((task, "locomo" if task == "locomo" else task.split(":")[0], units))
+        run_ablations(tasks, embedder=embedder, base=settings, out=args.out, n_boot=args.n_boot, seed=args.seed)
+        print(f"wrote {args.out / 'ablations.json'} and {args.out / 'ablations.md'}")
+        return
     for scenario, dataset, n in plan:
         task, cond, units = _task_units(scenario, dataset, None if args.suite else args.condition, n, args.seed,
                                         args.per_sample)

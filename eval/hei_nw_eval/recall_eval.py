@@ -66,7 +66,7 @@ class Ranked:
 class GateLog:
     """What HEI-NW's gate did with the episodes (by episode id)."""
 
-    tier: dict[str, str] = field(default_factory=dict)  # episode id -> 'salient' | 'cold'
+    tier: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, episode id) -> 'salient' | 'cold'
     offered: int = 0
     tokens: int = 0
     salient: int = 0
@@ -100,7 +100,7 @@ def _hei_nw(units: Sequence[Unit], embedder: Embedder, settings: HeiNwSettings, 
                         log.offered += 1
                         log.tokens += mem.packer.count(ep.text)
                         if d.accepted and d.tier is not None:
-                            log.tier[ep.id] = d.tier
+                            log.tier[(unit.namespace, ep.id)] = d.tier
                             log.salient += d.tier == "salient"
                 t = time.perf_counter()
                 rr = mem.recall(Cue(text=unit.question.cue), k=DEPTH, namespace=unit.namespace)
@@ -226,7 +226,8 @@ def _metrics(vals: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, M
 def _gate_metrics(run: SystemRun, units: Sequence[Unit], source: str) -> dict[str, MetricValue]:
     log = run.gate
     assert log is not None
-    evidence = {e for u in units for e in u.question.evidence if source != "locomo" or u.question.category != "5"}
+    evidence = {(u.namespace, e) for u in units for e in u.question.evidence
+                if source != "locomo" or u.question.category != "5"}
     if not evidence:
         return {}
     kept = [e in log.tier for e in evidence]

@@ -69,7 +69,9 @@ def make_client(mem_factory: Callable[..., HEIMemory], model_folder: Path
         ctx = fake_openai_server()
         url, seen, _ = ctx.__enter__()
         opened.append(ctx)
-        c = TestClient(create_app(settings(url, vllm={"model": str(model_folder)}, memory=memory), memory_obj=mem_factory()))
+        # The gate drops the asked questions (no cold copies), so every request recalls the same memory.
+        c = TestClient(create_app(settings(url, vllm={"model": str(model_folder)}, memory=memory),
+                                  memory_obj=mem_factory(gate={"cold_writes": False})))
         c.__enter__()
         opened.append(c)
         deadline = time.monotonic() + 20

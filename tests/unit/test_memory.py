@@ -401,3 +401,17 @@ def test_supersede_equals_the_pairwise_definition_on_random_candidate_sets() -> 
         np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue), expected)
         cached = [slot_signatures(si) for si in slots]  # what recall keeps per seq
         np.testing.assert_array_equal(_supersede(scores, slots, seqs, cue, cached), expected)
+
+
+def test_a_store_written_before_the_tier_column_opens_and_reads_salient(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+
+    m = HEIMemory.open(tmp_path, embedder=HashingEmbedder())
+    tid = m.write({**FACT, "force": True}, namespace="n").trace_id
+    m.close()
+    with sqlite3.connect(tmp_path / "traces.db") as db:  # as the schema was before the tier column
+        db.execute("ALTER TABLE hei_traces DROP COLUMN tier")
+    m = HEIMemory.open(tmp_path, embedder=HashingEmbedder())
+    assert m.get(tid, namespace="n").tier == "salient" and m.verify().ok
+    assert m.write("ok thanks", namespace="n").tier == "cold"
+    m.close()
