@@ -18,8 +18,8 @@ pytest.importorskip("bm25s")
 
 from hei_nw_eval.cli import _task_units
 from hei_nw_eval.datasets import BABI_FILES, default_datasets_dir, load_locomo
-from hei_nw_eval.records import load_records
 from hei_nw_eval.recall_eval import run_recall_eval
+from hei_nw_eval.records import load_records
 from hei_nw_eval.runner import units_from_samples
 
 pytestmark = pytest.mark.integration
