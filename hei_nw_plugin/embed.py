@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from hei_nw_plugin.errors import ConfigError, require_extra
+from hei_nw_plugin.text import hash_tokens, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,6 @@ class HashingEmbedder:
         return self._dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        from hei_nw_plugin.keyer import hash_tokens, tokenize
-
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, text in enumerate(texts):
             hash_tokens(tokenize(text), out[i], seed=self._seed)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from hei_nw_plugin.config import GateSettings
-from hei_nw_plugin.keyer import tokenize
+from hei_nw_plugin.text import tokenize
 from hei_nw_plugin.types import GateComponents, WriteDecision
 
 

@@ -14,35 +14,16 @@ encrypted with each trace, are what Hopfield completion and ranking use.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from hei_nw_plugin.config import KeyerSettings
 from hei_nw_plugin.embed import Embedder
+from hei_nw_plugin.text import hash_tokens, tokenize
 
-_TOKEN = re.compile(r"[\w']+", re.UNICODE)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens."""
-    return _TOKEN.findall(text.lower())
-
-
-def _hash64(token: str, seed: int) -> int:
-    digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
-    return int.from_bytes(digest, "little")
-
-
-def hash_tokens(tokens: Iterable[str], out: np.ndarray, *, seed: int = 0, weight: float = 1.0) -> None:
-    """Add signed hashed counts of ``tokens`` into ``out`` (in place)."""
-    width = out.shape[0]
-    for tok in tokens:
-        h = _hash64(tok, seed)
-        out[h % width] += weight if (h >> 63) & 1 else -weight
+__all__ = ["DGKeyer", "hash_tokens", "pack_sparse", "slot_tokens", "tokenize", "unpack_sparse"]
 
 
 def slot_tokens(slots: Mapping[str, Any]) -> list[str]:

@@ -451,6 +451,17 @@ class HEIMemory:
             self._prefetcher.schedule(ns, top[: self.settings.index.prefetch_seeds])
         return result
 
+    def has_trace(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Whether a live trace with this id is in the namespace (no decryption)."""
+        return self.store.seq_of(self._ns(namespace), _tid(trace_id)) is not None
+
+    def store_figures(self) -> dict[str, float]:
+        """Live traces, namespaces, index entries and shards of this process's graphs, and the warm-key cache figures."""
+        graphs = list(self.index._graphs.values())
+        return {"traces": self.store.count(), "namespaces": len(self.store.namespaces()),
+                "index_entries": sum(len(g) for g in graphs),
+                "shards": sum(len(getattr(g, "shards", None) or {0: g}) for g in graphs), **self.cache_stats()}
+
     def cache_stats(self) -> dict[str, float]:
         """Warm-key cache figures since start (see :meth:`FeatureCache.stats`)."""
         return self.cache.stats()

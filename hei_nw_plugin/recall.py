@@ -29,10 +29,11 @@ from hei_nw_plugin.cache import FeatureCache
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.hopfield import HopfieldCompleter
 from hei_nw_plugin.index import ANNIndex
-from hei_nw_plugin.keyer import DGKeyer, tokenize
+from hei_nw_plugin.keyer import DGKeyer
 from hei_nw_plugin.lexical import LexicalIndex, analyze, entities, term_ids
 from hei_nw_plugin.pack import Packer
 from hei_nw_plugin.store import SQLTraceStore
+from hei_nw_plugin.text import tokenize
 from hei_nw_plugin.types import Cue, MemoryTokens, RecalledTrace, RecallResult, Trace
 from hei_nw_plugin.versions import AFTER_WORDS, BEFORE_WORDS, supersede_slots, supersede_text
 

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,10 +40,17 @@ from hei_nw_plugin.telemetry.probes import ProbeReport, ProbeSet
 from hei_nw_plugin.telemetry.registry import MetricsRegistry
 
 if TYPE_CHECKING:
-    from hei_nw_plugin.memory import HEIMemory
-    from hei_nw_plugin.types import MemoryTokens, WriteDecision
+    from hei_nw_plugin.types import MemoryTokens, RecallResult, WriteDecision
 
 log = logging.getLogger("hei_nw.telemetry")
+
+
+class ObservedMemory(Protocol):
+    """What the metrics read from the memory they observe (:class:`~hei_nw_plugin.memory.HEIMemory`)."""
+
+    def recall(self, cue: Any, k: int = 5, *, namespace: str = ...) -> RecallResult: ...
+    def has_trace(self, trace_id: str, *, namespace: str = ...) -> bool: ...
+    def store_figures(self) -> dict[str, float]: ...
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """HTTP content type of :meth:`EngineTelemetry.render`'s output."""
@@ -228,13 +235,13 @@ class EngineTelemetry:
         now = time.time() if now is None else now
         return len(self.probes) > 0 and (last is None or now - last >= self.settings.probe_interval_s)
 
-    def evaluate_probes(self, memory: HEIMemory) -> ProbeReport:
+    def evaluate_probes(self, memory: ObservedMemory) -> ProbeReport:
         """Recall every probe on ``memory`` and set the P@k / hit@k gauges (probe recalls stay out of the latency metrics)."""
         def recall(cue: Any, k: int, ns: str) -> list[str]:
             return [r.trace.id for r in memory.recall(cue, k, namespace=ns).traces]
 
         def exists(ns: str, tid: str) -> bool:
-            return memory.store.seq_of(ns, tid) is not None
+            return memory.has_trace(tid, namespace=ns)
 
         self._probing.on = True
         try:
@@ -271,12 +278,12 @@ class EngineTelemetry:
         for g, n in total.items():
             self.accept_rate.set(accepted.get(g, 0.0) / n if n else 0.0, group=g)
 
-    def _update_store_gauges(self, memory: HEIMemory) -> None:
-        self.traces_live.set(memory.store.count())
-        self.namespaces_live.set(len(memory.store.namespaces()))
-        self.index_entries.set(sum(len(g) for g in memory.index._graphs.values()))
-        self.shards.set(sum(len(getattr(g, "shards", None) or {0: g}) for g in memory.index._graphs.values()))
-        cache = memory.cache_stats()
+    def _update_store_gauges(self, memory: ObservedMemory) -> None:
+        cache = memory.store_figures()
+        self.traces_live.set(cache["traces"])
+        self.namespaces_live.set(cache["namespaces"])
+        self.index_entries.set(cache["index_entries"])
+        self.shards.set(cache["shards"])
         self.cache_lookups.set(cache["hits"], result="hit")
         self.cache_lookups.set(cache["misses"], result="miss")
         self.cache_hit_rate.set(cache["hit_rate"])
@@ -284,14 +291,14 @@ class EngineTelemetry:
         self.prefetched.set(cache["prefetched"], state="loaded")
         self.prefetched.set(cache["prefetch_hits"], state="used")
 
-    def render(self, memory: HEIMemory | None = None) -> str:
+    def render(self, memory: ObservedMemory | None = None) -> str:
         """All metrics in the Prometheus text format; with ``memory``, the store-size gauges are read first."""
         self._update_label_gauges()
         if memory is not None:
             self._update_store_gauges(memory)
         return self.registry.render()
 
-    def snapshot(self, memory: HEIMemory | None = None) -> dict[str, Any]:
+    def snapshot(self, memory: ObservedMemory | None = None) -> dict[str, Any]:
         """The same numbers as :meth:`render`, as a JSON-able dict."""
         self._update_label_gauges()
         if memory is not None:

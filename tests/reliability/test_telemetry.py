@@ -156,7 +156,7 @@ def test_gate_pr_auc_precision_and_recall_come_from_labelled_events(tmem: HEIMem
     labels = [True] * 15 + [False] * 15
     fams = families(tmem.telemetry.render())
     assert sample(fams, "hei_nw_gate_pr_auc", group="acme") == pytest.approx(pr_auc(scores, labels))
-    acc = np.array([d.accepted for d in decisions[:-1]])
+    acc = np.array([d.tier == "salient" for d in decisions[:-1]])  # the gate's judgement: cold traces count as not written
     lab = np.array(labels)
     assert sample(fams, "hei_nw_gate_recall", group="acme") == pytest.approx((acc & lab).sum() / lab.sum())
     assert sample(fams, "hei_nw_gate_precision", group="acme") == pytest.approx((acc & lab).sum() / acc.sum())
@@ -164,7 +164,7 @@ def test_gate_pr_auc_precision_and_recall_come_from_labelled_events(tmem: HEIMem
     assert sum(outcomes.values()) == 30  # the unlabelled event is not counted
     total = sum(s.value for s in fams["hei_nw_gate_decisions"].samples)
     assert total == 31
-    assert sample(fams, "hei_nw_gate_accept_rate", group="acme") == pytest.approx(sum(d.accepted for d in decisions) / 31)
+    assert sample(fams, "hei_nw_gate_accept_rate", group="acme") == pytest.approx(sum(d.tier == "salient" for d in decisions) / 31)
 
 
 def test_average_precision_matches_the_eval_definition_on_random_scores() -> None:
@@ -263,9 +263,9 @@ def test_metrics_endpoint_serves_engine_and_process_metrics_without_a_key(
     assert m.headers["content-type"].startswith("text/plain") and "version=0.0.4" in m.headers["content-type"]
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
     fams = families(m.text)
-    assert sample(fams, "hei_nw_gate_decisions", "hei_nw_gate_decisions_total", group="acme", reason="below_threshold") == 1.0
+    assert sample(fams, "hei_nw_gate_decisions", "hei_nw_gate_decisions_total", group="acme", reason="cold") == 1.0
     assert sample(fams, "hei_nw_gate_labelled_decisions", "hei_nw_gate_labelled_decisions_total", group="acme", outcome="tp") == 1.0
     assert sample(fams, "hei_nw_recall_stage_seconds", "hei_nw_recall_stage_seconds_count", stage="hopfield") == 1.0
     assert sample(fams, "hei_nw_probe_hit_at_k", k="5") == 1.0  # evaluated by the scrape
-    assert sample(fams, "hei_nw_traces") == 1.0
+    assert sample(fams, "hei_nw_traces") == 2.0  # the fact, and "ok thanks" kept cold
     assert "process_resident_memory_bytes" in fams or "python_gc_objects_collected" in fams
