@@ -11,8 +11,6 @@ rebuilt or caught up from it. Async twins run the same sync code in a worker thr
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
 import math
 import threading
@@ -20,34 +18,28 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from hei_nw_plugin.cache import FeatureCache, Prefetcher
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.embed import Embedder, default_embedder
 from hei_nw_plugin.errors import (
     ConfigError,
-    InputError,
     InvalidEventError,
-    InvalidNamespaceError,
-    PayloadTooLargeError,
     UnknownNamespaceError,
 )
 from hei_nw_plugin.gate import SurpriseScorer, WriteGate
 from hei_nw_plugin.hopfield import HopfieldCompleter
 from hei_nw_plugin.index import ANNIndex, NamespacedIndex
-from hei_nw_plugin.keyer import DGKeyer, pack_sparse
+from hei_nw_plugin.keyer import DGKeyer
 from hei_nw_plugin.lexical import LexicalIndex, NamespacedLexicon
 from hei_nw_plugin.pack import Packer, TokenCounter, redact
 from hei_nw_plugin.recall import Recaller, matches
-from hei_nw_plugin.store import LocalKeyFile, NewTrace, SQLTraceStore
+from hei_nw_plugin.store import LocalKeyFile, SQLTraceStore
 from hei_nw_plugin.store.keys import KeyProvider
 from hei_nw_plugin.telemetry import EngineTelemetry
 from hei_nw_plugin.types import (
@@ -58,6 +50,16 @@ from hei_nw_plugin.types import (
     Trace,
     WriteDecision,
 )
+from hei_nw_plugin.validate import (
+    check_cue,
+    check_int,
+    check_namespace,
+    check_number,
+    check_trace_id,
+    check_where,
+    representable,
+)
+from hei_nw_plugin.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +85,6 @@ class MemoryStats(BaseModel):
     recall_p50_ms: float | None
     recall_p95_ms: float | None
     feature_cache: dict[str, float] = Field(default_factory=dict, description="Warm-key cache figures (see HEIMemory.cache_stats).")
-
-
-@dataclass
-class _Prepared:
-    """A batch validated, redacted and keyed, ready to be gated and stored."""
-
-    events: list[MemoryEvent]
-    texts: list[str]
-    slots: list[dict[str, Any]]
-    features: np.ndarray
-    keys: np.ndarray
-    terms: list[np.ndarray]
 
 
 class HEIMemory:
@@ -135,6 +125,10 @@ class HEIMemory:
         self._touch_lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=2048)
         self._write_lock = threading.RLock()
+        self._writer = Writer(s, keyer=self.keyer, gate=lambda: self.gate, store=self.store, cache=self.cache,
+                              telemetry=lambda: self.telemetry, recaller=self._recaller, graph_for=self._graph,
+                              lexicon_for=self._lexicon, unindex=self._unindex, evict=self._evict_capacity,
+                              count_tokens=lambda text: self.packer.count(text), redact=self._redact, lock=self._write_lock)
         self._synced_heads: dict[str, str] = {}  # namespace -> store chain head its graph was last reconciled at
         self.telemetry = EngineTelemetry(s.telemetry, gate_target_per_1k=s.gate.target_write_rate,
                                          pack_budget_tokens=s.pack.max_mem_tokens)
@@ -152,81 +146,8 @@ class HEIMemory:
         """Count memory tokens with the model's tokenizer."""
         self.packer = Packer(self.settings.pack, token_counter=counter)
 
-    # ---------------------------------------------------------------- validation
-    def _ns(self, namespace: str) -> str:
-        if not isinstance(namespace, str):
-            raise InvalidNamespaceError(f"namespace must be a string, got {type(namespace).__name__}")
-        if not namespace or len(namespace) > self.settings.limits.max_namespace_chars:
-            raise InvalidNamespaceError(
-                f"namespace must be 1..{self.settings.limits.max_namespace_chars} characters, got {len(namespace)}")
-        if any(unicodedata.category(c) in ("Cc", "Cs") for c in namespace):
-            raise InvalidNamespaceError("namespace must not contain control characters")
-        return namespace
-
-    def _event(self, event: MemoryEvent | str | Mapping[str, Any]) -> MemoryEvent:
-        lim = self.settings.limits
-        try:
-            if isinstance(event, MemoryEvent):
-                ev = event
-            elif isinstance(event, str):
-                ev = MemoryEvent(text=event)
-            elif isinstance(event, Mapping):
-                ev = MemoryEvent.model_validate(dict(event))
-            else:
-                raise InvalidEventError(f"event must be a MemoryEvent, str or mapping, got {type(event).__name__}")
-        except ValidationError as err:
-            raise InvalidEventError(f"invalid event: {_pydantic_msg(err)}") from err
-        if not ev.text.strip():
-            raise InvalidEventError("event text is empty")
-        if len(ev.text) > lim.max_text_chars:
-            raise PayloadTooLargeError(f"event text has {len(ev.text)} characters; the limit is {lim.max_text_chars}")
-        self._check_slots(ev.slots)
-        try:
-            meta_size = len(json.dumps(ev.metadata, allow_nan=False))
-        except (TypeError, ValueError) as err:
-            raise InvalidEventError(f"event metadata must be JSON-serialisable: {err}") from err
-        if meta_size > 4 * lim.max_text_chars:
-            raise PayloadTooLargeError(f"event metadata is {meta_size} bytes as JSON; the limit is {4 * lim.max_text_chars}")
-        if "\x00" in ev.text:
-            raise InvalidEventError("event text must not contain NUL characters")
-        try:
-            created = _ts(ev.timestamp) if ev.timestamp else time.time()
-        except OverflowError as err:
-            raise InvalidEventError(f"timestamp {ev.timestamp} is out of range") from err
-        if not _representable(created) or (ev.ttl_s is not None and not _representable(created + ev.ttl_s)):
-            raise InvalidEventError("timestamp and ttl_s must put the trace's creation and expiry within years 1..9999")
-        return ev
-
-    def _check_slots(self, slots: Mapping[str, Any]) -> None:
-        lim = self.settings.limits
-        if len(slots) > lim.max_slots:
-            raise PayloadTooLargeError(f"{len(slots)} slots; the limit is {lim.max_slots}")
-        for k, v in slots.items():
-            if not k.strip():
-                raise InvalidEventError("slot names must not be empty")
-            if len(k) > lim.max_slot_chars or len(str(v)) > lim.max_slot_chars:
-                raise PayloadTooLargeError(f"slot {k[:40]!r} is longer than {lim.max_slot_chars} characters")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise InvalidEventError(f"slot {k!r} must be a finite number")
-
-    def _cue(self, cue: Cue | str | Mapping[str, Any]) -> Cue:
-        try:
-            if isinstance(cue, Cue):
-                c = cue
-            elif isinstance(cue, str):
-                c = Cue(text=cue)
-            elif isinstance(cue, Mapping):
-                c = Cue.model_validate(dict(cue))
-            else:
-                raise InvalidEventError(f"cue must be a Cue, str or mapping, got {type(cue).__name__}")
-        except ValidationError as err:
-            raise InvalidEventError(f"invalid cue: {_pydantic_msg(err)}") from err
-        if not c.text.strip() and not c.slots:
-            raise InvalidEventError("cue is empty: give text or at least one slot")
-        if len(c.text) > self.settings.limits.max_text_chars:
-            raise PayloadTooLargeError(f"cue has {len(c.text)} characters; the limit is {self.settings.limits.max_text_chars}")
-        self._check_slots(c.slots)
-        return c
+    def _check_ns(self, namespace: str) -> str:
+        return check_namespace(namespace, self.settings.limits)
 
     def _graph(self, namespace: str) -> ANNIndex:
         graph = self.index.get(namespace)
@@ -290,10 +211,10 @@ class HEIMemory:
         Every event is validated before anything is written, so one bad event
         rejects the whole batch and changes nothing.
         """
-        ns = self._ns(namespace)
+        ns = self._check_ns(namespace)
         if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
             raise InvalidEventError("write_many takes a list of events")
-        return self._commit(ns, self._prepare(events))
+        return self._writer.commit(ns, self._writer.prepare(events))
 
     def write_stream(self, events: Iterable[MemoryEvent | str | Mapping[str, Any]], *, namespace: str = DEFAULT_NAMESPACE,
                      batch: int = 512) -> Iterator[list[WriteDecision]]:
@@ -304,122 +225,11 @@ class HEIMemory:
         costs about what embedding alone costs. A bad event stops the import with an error
         naming its position; every batch before it is stored, its own batch is not.
         """
-        ns = self._ns(namespace)
-        _check_int("batch", batch, minimum=1)
+        ns = self._check_ns(namespace)
+        check_int("batch", batch, minimum=1)
         if isinstance(events, (str, bytes, Mapping)):
             raise InvalidEventError("write_stream takes an iterable of events")
-        chunks = _chunks(iter(events), batch)
-
-        def prepare(start: int, chunk: list[Any]) -> _Prepared:
-            try:
-                return self._prepare(chunk)
-            except InputError as err:
-                raise type(err)(f"event batch starting at position {start}: {err}") from err
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hei-nw-embed") as pool:
-            start, first = 0, next(chunks, None)
-            pending = pool.submit(prepare, 0, first) if first else None
-            while pending is not None:
-                ready = pending.result()
-                start += len(ready.events)
-                nxt = next(chunks, None)
-                pending = pool.submit(prepare, start, nxt) if nxt else None
-                yield self._commit(ns, ready)
-
-    def _prepare(self, events: Sequence[MemoryEvent | str | Mapping[str, Any]]) -> _Prepared:
-        """Validate, redact and key a batch (no store access; safe in a worker thread)."""
-        evs = [self._event(e) for e in events]
-        texts = [self._redact(e.text) for e in evs]
-        slots = [{k: (self._redact(v) if isinstance(v, str) else v) for k, v in e.slots.items()} for e in evs]
-        feats, keys = self.keyer.encode(texts, slots) if evs else (np.zeros((0, 0)), np.zeros((0, 0)))
-        terms = [self._recaller.term_ids(self._recaller.terms(t, sl)) for t, sl in zip(texts, slots, strict=True)]
-        return _Prepared(evs, texts, slots, feats, keys, terms)
-
-    def _commit(self, ns: str, prep: _Prepared) -> list[WriteDecision]:
-        """Gate a prepared batch against the store and write what passes, in one transaction."""
-        evs, texts, slots, feats, keys = prep.events, prep.texts, prep.slots, prep.features, prep.keys
-        if not evs:
-            return []
-        with self._write_lock:
-            graph, lex = self._graph(ns), self._lexicon(ns)
-            decisions: list[WriteDecision] = []
-            rows: list[NewTrace] = []
-            row_keys: list[np.ndarray] = []
-            row_feats: list[np.ndarray] = []
-            row_terms: list[np.ndarray] = []
-            batch = np.zeros((len(evs), keys.shape[1]), dtype=np.float32)  # accepted keys so far, for novelty
-            now = time.time()
-            # A keyed event whose key is already stored is an update: it always replaces the old trace,
-            # since refusing it would leave the stale version live.
-            known = self.store.existing_keys(ns, [e.key for e in evs if e.key is not None])
-            for ev, text, sl, key, feat, terms in zip(evs, texts, slots, keys, feats, prep.terms, strict=True):
-                nearest = self._nearest(graph, key, batch[: len(row_keys)])
-                n_tokens = ev.context_tokens if ev.context_tokens is not None else self.packer.count(ev.text)
-                decision = self.gate.decide(
-                    namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
-                    tokens=n_tokens, force=ev.force, update=ev.key is not None and ev.key in known)
-                self.telemetry.observe_decision(ns, decision, n_tokens, ev.label)
-                if decision.accepted:
-                    created = _ts(ev.timestamp) if ev.timestamp else now
-                    row = NewTrace(
-                        namespace=ns, text=text, slots=sl, metadata=ev.metadata, source=ev.source,
-                        key_blob=pack_sparse(key), created_at=created, expires_at=self._expiry(ev, decision, created, now),
-                        pinned=ev.pin, gate_score=decision.score, ext_key=ev.key,
-                        features=feat.astype(np.float16).tobytes(), cold=decision.tier == "cold",
-                        gate={"score": round(decision.score, 6), "reason": decision.reason, "tau": decision.threshold,
-                              "components": decision.components.model_dump()},
-                    )
-                    decision.trace_id = row.id
-                    batch[len(row_keys)] = key
-                    rows.append(row)
-                    row_keys.append(key)
-                    row_feats.append(feat)
-                    row_terms.append(terms)
-                    if ev.key is not None:
-                        known.add(ev.key)
-                decisions.append(decision)
-            if rows:
-                refs = self.store.insert(rows)
-                replaced = {r.replaced_seq for r in refs if r.replaced_seq is not None}
-                if replaced:
-                    self._unindex(ns, sorted(replaced))
-                    self.telemetry.observe_removed("replaced", len(replaced))
-                # A key repeated inside one batch: only its last version is live.
-                live = [i for i, r in enumerate(refs) if r.seq not in replaced]
-                graph.add(np.array([refs[i].seq for i in live], dtype=np.uint64), np.stack([row_keys[i] for i in live]),
-                          slots=[rows[i].slots for i in live])
-                lex.add([refs[i].seq for i in live], [row_terms[i] for i in live], [rows[i].created_at for i in live])
-                lex.maybe_save(self.settings.index.save_every)
-                # Warm-key cache: what was just written is the likeliest to be recalled next.
-                self.cache.put_written([(refs[i].seq, row_feats[i], rows[i].slots, "cold" if rows[i].cold else "salient")
-                                        for i in live])
-                if self.settings.decay.capacity is not None:
-                    self._evict_capacity(ns)
-        return decisions
-
-    def _expiry(self, ev: MemoryEvent, decision: WriteDecision, created: float, now: float) -> float | None:
-        """When an accepted event's trace expires (s since epoch): never when pinned; a cold trace by decay.cold_ttl_s
-        from now; else by its own or the default TTL from when it happened."""
-        if ev.pin:
-            return None
-        d = self.settings.decay
-        if decision.tier == "cold" and d.cold_ttl_s is not None and ev.ttl_s is None:
-            return now + d.cold_ttl_s
-        ttl = ev.ttl_s or d.ttl_s
-        return None if ttl is None else created + ttl
-
-    def _nearest(self, graph: ANNIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
-        """Cosine to the closest stored key or earlier accepted key of the same batch (None if there is none)."""
-        best: float | None = None
-        if len(graph):
-            _, sims = graph.search(key, 1)
-            if len(sims):
-                best = float(sims[0])
-        if len(batch_keys):
-            nz = np.flatnonzero(key)  # keys are k-sparse: touch only the winners
-            b = float(np.max(batch_keys[:, nz] @ key[nz]))
-            best = b if best is None else max(best, b)
-        return best
+        yield from self._writer.stream(ns, events, batch)
 
     # -------------------------------------------------------------------- recall
     def recall(
@@ -433,15 +243,15 @@ class HEIMemory:
         Timings are in milliseconds. A namespace never written to recalls nothing.
         """
         t0 = time.perf_counter()
-        ns = self._ns(namespace)
-        c = self._cue(cue)
+        ns = self._check_ns(namespace)
+        c = check_cue(cue, self.settings.limits)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.limits.max_k:
             raise InvalidEventError(f"k must be an integer in 1..{self.settings.limits.max_k}, got {k!r}")
-        _check_where(where)
+        check_where(where)
         if max_tokens is not None:
-            _check_int("max_tokens", max_tokens, minimum=1)
+            check_int("max_tokens", max_tokens, minimum=1)
         if min_similarity is not None:
-            _check_number("min_similarity", min_similarity)
+            check_number("min_similarity", min_similarity)
         result, top = self._recaller.recall(ns, c, k, where=where, max_tokens=max_tokens, min_similarity=min_similarity,
                                             packer=self.packer, t0=t0)
         self._latencies.append(result.timings_ms["total"])
@@ -453,7 +263,7 @@ class HEIMemory:
 
     def has_trace(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Whether a live trace with this id is in the namespace (no decryption)."""
-        return self.store.seq_of(self._ns(namespace), _tid(trace_id)) is not None
+        return self.store.seq_of(self._check_ns(namespace), check_trace_id(trace_id)) is not None
 
     def store_figures(self) -> dict[str, float]:
         """Live traces, namespaces, index entries and shards of this process's graphs, and the warm-key cache figures."""
@@ -507,14 +317,14 @@ class HEIMemory:
 
     # ---------------------------------------------------------------- lifecycle
     def _require_ns(self, namespace: str) -> str:
-        ns = self._ns(namespace)
+        ns = self._check_ns(namespace)
         if not self.store.has_namespace(ns):
             raise UnknownNamespaceError(f"namespace {ns!r} has never been written to")
         return ns
 
     def get(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace:
         """One trace by id (TraceNotFoundError if it is not in this namespace)."""
-        return self.store.get(self._require_ns(namespace), _tid(trace_id))
+        return self.store.get(self._require_ns(namespace), check_trace_id(trace_id))
 
     def get_by_key(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Trace | None:
         """The trace written with caller key ``key``, or None."""
@@ -522,15 +332,15 @@ class HEIMemory:
             raise InvalidEventError("key must be a non-empty string")
         if any(unicodedata.category(c) == "Cs" for c in key):  # writes refuse such keys too (not encodable as UTF-8)
             raise InvalidEventError("key must not contain lone surrogate characters")
-        return self.store.get_by_key(self._ns(namespace), key)
+        return self.store.get_by_key(self._check_ns(namespace), key)
 
     def list_traces(self, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 100, offset: int = 0,
                     where: Mapping[str, Any] | None = None) -> list[Trace]:
         """Traces in write order (oldest first), optionally filtered on slots/metadata."""
-        _check_int("limit", limit, minimum=0)
-        _check_int("offset", offset, minimum=0)
-        _check_where(where)
-        out = self.store.list_traces(self._ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
+        check_int("limit", limit, minimum=0)
+        check_int("offset", offset, minimum=0)
+        check_where(where)
+        out = self.store.list_traces(self._check_ns(namespace), limit=limit if not where else 1_000_000, offset=0 if where else offset)
         if where:
             out = [t for t in out if matches(t, where)][offset: offset + limit]
         return out
@@ -543,7 +353,7 @@ class HEIMemory:
         """
         ns = self._require_ns(namespace)
         with self._write_lock:
-            seq = self.store.delete(ns, _tid(trace_id))
+            seq = self.store.delete(ns, check_trace_id(trace_id))
             self._unindex(ns, [seq])
             self._graph(ns).save()
             self._lexicon(ns).save()
@@ -559,19 +369,19 @@ class HEIMemory:
 
     def pin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Protect a trace from decay and eviction."""
-        self.store.set_pinned(self._require_ns(namespace), _tid(trace_id), True)
+        self.store.set_pinned(self._require_ns(namespace), check_trace_id(trace_id), True)
 
     def unpin(self, trace_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Make a pinned trace evictable again."""
-        self.store.set_pinned(self._require_ns(namespace), _tid(trace_id), False)
+        self.store.set_pinned(self._require_ns(namespace), check_trace_id(trace_id), False)
 
     def set_expiry(self, trace_id: str, ttl_s: float | None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Expire a trace ``ttl_s`` seconds from now (None: never). Pinned traces are never evicted regardless."""
         if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0):
             raise InvalidEventError(f"ttl_s must be a positive number of seconds or None, got {ttl_s!r}")
-        if ttl_s is not None and not _representable(time.time() + ttl_s):
+        if ttl_s is not None and not representable(time.time() + ttl_s):
             raise InvalidEventError(f"ttl_s {ttl_s!r} puts the expiry beyond year 9999")
-        self.store.set_expiry(self._require_ns(namespace), _tid(trace_id), None if ttl_s is None else time.time() + ttl_s)
+        self.store.set_expiry(self._require_ns(namespace), check_trace_id(trace_id), None if ttl_s is None else time.time() + ttl_s)
 
     def retention_score(self, gate_score: float, age_s: float, recall_count: int, *, cold: bool = False) -> float:
         """Eviction order, lowest first: gate_score · 2^(−age/half_life) + 0.1 · ln(1 + recalls), with
@@ -581,9 +391,9 @@ class HEIMemory:
 
     def evict(self, *, namespace: str | None = None, now: float | None = None) -> list[str]:
         """Drop expired traces, then the lowest-retention ones over capacity; pinned ones never. Returns ids."""
-        now = time.time() if now is None else _check_number("now", now)
+        now = time.time() if now is None else check_number("now", now)
         self.flush()
-        spaces = [self._ns(namespace)] if namespace is not None else self.store.namespaces()  # live ones
+        spaces = [self._check_ns(namespace)] if namespace is not None else self.store.namespaces()  # live ones
         gone: list[str] = []
         with self._write_lock:
             for ns in spaces:
@@ -613,7 +423,7 @@ class HEIMemory:
     def verify(self, *, namespace: str | None = None, deep: bool = True) -> VerifyReport:
         """Check signatures, the hash chain and every live row; names each problem."""
         if namespace is not None:
-            self._ns(namespace)
+            self._check_ns(namespace)
         checked, problems = self.store.verify(namespace=namespace, deep=deep)
         return VerifyReport(ok=not problems, records_checked=checked, live_traces=self.store.count(namespace),
                             problems=[p.__dict__ for p in problems])
@@ -649,7 +459,7 @@ class HEIMemory:
         deletes made by another process reach this process's HNSW graph here. When
         the store's chain head has not moved since the last refresh it costs one read.
         """
-        ns = self._ns(namespace)
+        ns = self._check_ns(namespace)
         head = self.store.head()  # read first: a change landing after it is caught next time
         with self._write_lock:
             if self._synced_heads.get(ns) == head:
@@ -673,7 +483,7 @@ class HEIMemory:
         """Counts, gate telemetry and recall latency percentiles (ms, this process)."""
         ns = None
         if namespace is not None:  # a namespace is known once written to, or offered events in this process
-            ns = self._ns(namespace)
+            ns = self._check_ns(namespace)
             ns = ns if ns in self.gate.telemetry.tokens else self._require_ns(ns)
         lat = np.array(self._latencies) if self._latencies else None
         graph = self.index.get(ns) if ns else None
@@ -756,48 +566,6 @@ class HEIMemory:
         await asyncio.to_thread(self.set_expiry, trace_id, ttl_s, namespace=namespace)
 
 
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    # The upper bound is the store's: SQL integers are 64-bit.
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value < 2**63:
-        raise InvalidEventError(f"{name} must be an integer in {minimum}..2**63-1, got {value!r}")
-    return value
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidEventError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_where(where: Any) -> None:
-    if where is not None and not (isinstance(where, Mapping) and all(isinstance(k, str) for k in where)):
-        raise InvalidEventError("where must be a mapping from slot or metadata names to values")
-
-
-def _tid(trace_id: Any) -> str:
-    if not isinstance(trace_id, str) or not trace_id or len(trace_id) > 64:
-        raise InvalidEventError(f"trace id must be a non-empty string of at most 64 characters, got {trace_id!r}")
-    return trace_id
-
-
-def _ts(when: datetime) -> float:
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-def _representable(ts: float) -> bool:
-    """Whether a Unix time (s) reads back as a datetime; a stored one that does not would break every recall of it."""
-    try:
-        datetime.fromtimestamp(ts, UTC)
-    except (OverflowError, OSError, ValueError):
-        return False
-    return True
-
-
 def _limit_blas(threads: int | None) -> None:
     """Cap numpy's BLAS pool (see ``IndexSettings.blas_threads``); a no-op without threadpoolctl."""
     if threads is None:
@@ -813,14 +581,6 @@ def _url_tag(url: str) -> str:
     import hashlib
 
     return hashlib.sha256(url.encode()).hexdigest()[:12]
-
-
-def _pydantic_msg(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:5]:
-        loc = ".".join(str(x) for x in e.get("loc", ())) or "event"
-        parts.append(f"{loc}: {e.get('msg')}")
-    return "; ".join(parts)
 
 
 __all__ = ["Callable", "ConfigError", "HEIMemory", "MemoryStats", "VerifyReport"]
