@@ -32,6 +32,7 @@ from hei_nw_eval.reliability.faults import EmbedderName, load_embedder, write_js
 from hei_nw_eval.reliability.workers import (
     Run,
     Shared,
+    catch_up_seconds,
     check_store,
     error_examples,
     errors_by_class,
@@ -65,6 +66,7 @@ class BackendResult:
     error_examples: dict[str, str]
     store: dict[str, Any]
     index: dict[str, int]
+    index_catch_up_s: dict[str, float | None]  # each worker's refresh of every namespace once the writers stopped
     exit_codes: dict[str, int]
     crashed: dict[str, str]  # worker -> the exception that ended it
     failures: list[str] = field(default_factory=list)
@@ -143,7 +145,8 @@ def _result(backend: str, run: Run, store: Any, *, writers: int, recallers: int,
         recall_hit_rate=round(sum(a["hit"] for a in recalls) / len(recalls), 3) if recalls else None,
         duplicate_keys_in_recall=sum(a["duplicate_keys"] for a in recalls), errors=errors_by_class(run.acks),
         error_examples=error_examples(run.acks), store=asdict(store) | {"failed": store.failed},
-        index={"workers_reported": reported, "mismatch": mismatch, "workers_missing": missing}, exit_codes=run.exit_codes,
+        index={"workers_reported": reported, "mismatch": mismatch, "workers_missing": missing},
+        index_catch_up_s=catch_up_seconds(run.acks), exit_codes=run.exit_codes,
         crashed=run.crashed)
     checks = {
         "acknowledged writes lost or wrong, deletes undone, partial batches, keys or verify() problems": store.failed,
@@ -192,7 +195,8 @@ def summary(r: ConcurrencyReport) -> str:
              f"{s['partial_batches']}, duplicated keys {s['duplicated_keys']}, newest-wins violations "
              f"{s['newest_wins_violations']} ({s['keys']} keys, {b.keys_written_by_several_processes} written by several "
              f"processes), undecryptable {s['undecryptable']}, verify problems {s['verify_problems']}"),
-            (f"    rotations {b.rotations}, evictions {b.evictions}; index mismatches {b.index['mismatch']}; errors "
+            (f"    rotations {b.rotations}, evictions {b.evictions}; index mismatches {b.index['mismatch']} (catch-up "
+             f"p50/max {b.index_catch_up_s['p50']}/{b.index_catch_up_s['max']} s); errors "
              f"{b.errors or 0}; recall hit rate {b.recall_hit_rate}"),
         ]
     return "\n".join(out)

@@ -116,6 +116,8 @@ def concurrency(d: dict[str, Any], folder: Path) -> Findings:
         per("key rotations (rows re-wrapped)", lambda r: ", ".join(fmt_int(x.get("rewrapped")) for x in r.get("rotations") or []) or "none"),
         per("evictions (traces evicted)", lambda r: ", ".join(fmt_int(x.get("evicted")) for x in r.get("evictions") or []) or "none"),
         per("index entries differing from the store after refresh", lambda r: fmt_int(at(r, "index", "mismatch"))),
+        per("a worker's final catch-up of its indexes, p50 / max (s)",
+            lambda r: f"{fmt_num(at(r, 'index_catch_up_s', 'p50'))} / {fmt_num(at(r, 'index_catch_up_s', 'max'))}"),
         per("failed calls", lambda r: _counts(r.get("errors"))),
         per("recall hit@5 of acknowledged texts", lambda r: fmt_num(r.get("recall_hit_rate"), 3)),
     ])

@@ -94,6 +94,7 @@ def _final_phase(fd: int, shared: Shared, mem: HEIMemory) -> None:
     ack(fd, {"stopped": True, "t": time.monotonic()})
     while not shared.flag(FINAL).exists():
         time.sleep(0.05)
+    started = time.monotonic()
     spaces = list(shared.namespaces) + ([shared.evict_namespace] if shared.evict_namespace else [])
     mismatch = entries = 0
     t0 = time.monotonic()
@@ -110,7 +111,7 @@ def _final_phase(fd: int, shared: Shared, mem: HEIMemory) -> None:
     except Exception as err:  # noqa: BLE001 - recorded, and the check fails on it
         _failed(fd, "refresh", {}, t0, err)
         return
-    ack(fd, {"op": "index_check", "mismatch": mismatch, "entries": entries})
+    ack(fd, {"op": "index_check", "mismatch": mismatch, "entries": entries, "seconds": round(time.monotonic() - started, 2)})
     t0 = time.monotonic()
     try:
         mem.close()
@@ -272,10 +273,11 @@ class Run:
 def run_workers(shared: Shared, emb: Embedder, *, writers: int, recallers: int, seconds: float,
                 maintenance_schedule: list[tuple[float, str]] | None = None, capacity: int = 50,
                 parent_actions: list[tuple[float, Callable[[], dict[str, Any]]]] | None = None,
-                log: Callable[[str], None] = lambda _m: None, stall_s: float = 120.0) -> Run:
+                log: Callable[[str], None] = lambda _m: None, stall_s: float = 120.0, final_s: float = 900.0) -> Run:
     """Fork the workers, run ``parent_actions`` at their offsets (s), stop after ``seconds``, collect the acks.
 
-    Workers that have not finished ``stall_s`` after the final file are killed and named in ``exit_codes`` (-9).
+    Workers that have not stopped ``stall_s`` after the stop file, or not finished catching their
+    indexes up ``final_s`` after the final file, are killed and named in ``exit_codes`` (-9).
     """
     shared.root.mkdir(parents=True, exist_ok=True)
     for flag in (STOP, FINAL):
@@ -302,7 +304,7 @@ def run_workers(shared: Shared, emb: Embedder, *, writers: int, recallers: int, 
     _wait_for(lambda: all(n in _poll(pids, codes) or _stopped(shared.root / f"ack-{n}.jsonl") for n in pids), stall_s)
     elapsed = time.monotonic() - start
     shared.flag(FINAL).touch()
-    _wait_for(lambda: len(_poll(pids, codes)) == len(pids), stall_s)
+    _wait_for(lambda: len(_poll(pids, codes)) == len(pids), final_s)
     for name, pid in pids.items():
         if name not in codes:  # stalled: named in the result, never left running
             os.kill(pid, 9)
@@ -483,6 +485,12 @@ def error_examples(acks: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     for a in _ops(acks, "failed"):
         out.setdefault(a["error"], f"{a['failed']}: {a['message']}" + (f" (at {a['where']})" if a.get("where") else ""))
     return out
+
+
+def catch_up_seconds(acks: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """How long the workers' final index catch-up took (s): median and longest over the workers that reported."""
+    secs = [a["seconds"] for lines in acks.values() for a in lines if a.get("op") == "index_check" and "seconds" in a]
+    return {"p50": round(float(np.median(secs)), 2) if secs else None, "max": round(max(secs), 2) if secs else None}
 
 
 def index_checks(acks: dict[str, list[dict[str, Any]]]) -> tuple[int, int, int]:
