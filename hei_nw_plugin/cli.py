@@ -90,6 +90,15 @@ def cmd_import(args: argparse.Namespace) -> None:
     _print({"offered": offered, "stored": stored, "namespace": args.namespace})
 
 
+def cmd_config(args: argparse.Namespace) -> None:
+    from hei_nw_plugin.config import settings_reference
+
+    if args.reference:
+        print(settings_reference())
+        return
+    print(_settings(args).model_dump_json(indent=2))
+
+
 def cmd_recall(args: argparse.Namespace) -> None:
     with _memory(args) as mem:
         r = mem.recall({"text": args.cue, "slots": _slots(args.slot)}, args.k, namespace=args.namespace)
@@ -273,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--out", default="reports/reliability/shards.json")
     bs.set_defaults(func=cmd_bench_shards)
 
+    cf = sub.add_parser("config", help="print the effective settings as JSON, or the settings reference (--reference)")
+    cf.add_argument("--reference", action="store_true", help="Markdown reference of every setting (docs/configuration.md)")
+    cf.set_defaults(func=cmd_config)
     dm = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
     dm.add_argument("--engine-only", action="store_true", help="skip the language model part")
     dm.set_defaults(func=cmd_demo)

@@ -347,3 +347,30 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def settings_reference() -> str:
+    """Markdown reference of every setting: section, field, type, default, environment variable and help text.
+
+    ``docs/configuration.md`` is this text (a test keeps the two equal), so the reference cannot drift.
+    """
+    import json as _json
+
+    lines = ["# Configuration reference", "",
+             "Generated from `hei_nw_plugin.config.HeiNwSettings` by `hei-nw config --reference` (a test checks that "
+             "this file matches the code). Set a value in a TOML/YAML file (`[section]` then `field = value`), with "
+             "`HEI_NW_<SECTION>__<FIELD>` in the environment, or as a constructor argument; priority is argument > "
+             "environment > file > default.", ""]
+    for section, info in HeiNwSettings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        lines += [f"## `[{section}]`", "", (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), "",
+                  "| field | type | default | environment | meaning |", "|---|---|---|---|---|"]
+        defaults = model().model_dump(mode="json")
+        for name, field in model.model_fields.items():
+            kind = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            default = _json.dumps(defaults[name])
+            help_text = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{name}` | `{kind}` | `{default}` | `HEI_NW_{section.upper()}__{name.upper()}` | {help_text} |")
+        lines.append("")
+    return "\n".join(lines)
