@@ -357,10 +357,10 @@ def settings_reference() -> str:
     import json as _json
 
     lines = ["# Configuration reference", "",
-             "Generated from `hei_nw_plugin.config.HeiNwSettings` by `hei-nw config --reference` (a test checks that "
+             ("Generated from `hei_nw_plugin.config.HeiNwSettings` by `hei-nw config --reference` (a test checks that "
              "this file matches the code). Set a value in a TOML/YAML file (`[section]` then `field = value`), with "
              "`HEI_NW_<SECTION>__<FIELD>` in the environment, or as a constructor argument; priority is argument > "
-             "environment > file > default.", ""]
+             "environment > file > default."), ""]
     for section, info in HeiNwSettings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
