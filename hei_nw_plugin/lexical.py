@@ -239,22 +239,23 @@ class LexicalIndex:
         with self._lock:
             n_docs = len(self._row)
             out = np.zeros(len(seqs), dtype=np.float32)
-            if not n_docs:
+            if not n_docs or not len(seqs):
                 return out
-            avg = max(self._live_len / n_docs, 1e-9)
-            terms = [t for t in dict.fromkeys(np.asarray(query, dtype=np.uint32).tolist()) if t in self._df]
-            for pos, seq in enumerate(seqs):
-                row = self._row.get(int(seq))
-                if row is None:
+            rows = np.array([self._row.get(int(x), -1) for x in seqs], dtype=np.int64)
+            have = rows >= 0
+            lengths = np.frombuffer(self._len, dtype=np.uint32).astype(np.float32)
+            norm = np.zeros(len(seqs), dtype=np.float32)
+            norm[have] = self.k1 * (1.0 - self.b + self.b * lengths[rows[have]] / max(self._live_len / n_docs, 1e-9))
+            for t in dict.fromkeys(np.asarray(query, dtype=np.uint32).tolist()):
+                df = self._df.get(t)
+                if not df:
                     continue
-                ids, tfs = self._terms[row], self._tfs[row]
-                norm = self.k1 * (1.0 - self.b + self.b * self._len[row] / avg)
-                for t in terms:
-                    at = int(np.searchsorted(ids, t))
-                    if at < len(ids) and int(ids[at]) == t:
-                        df = self._df[t]
-                        tf = float(tfs[at])
-                        out[pos] += np.log1p((n_docs - df + 0.5) / (df + 0.5)) * tf * (self.k1 + 1.0) / (tf + norm)
+                post = np.frombuffer(self._post[t], dtype=np.uint32)  # ascending: rows are appended in order
+                at = np.minimum(np.searchsorted(post, rows), len(post) - 1)
+                hit = have & (post[at] == rows)
+                if hit.any():
+                    tf = np.frombuffer(self._post_tf[t], dtype=np.uint16)[at[hit]].astype(np.float32)
+                    out[hit] += np.log1p((n_docs - df + 0.5) / (df + 0.5)) * tf * (self.k1 + 1.0) / (tf + norm[hit])
             return out
 
     # -------------------------------------------------------------- persistence

@@ -126,7 +126,8 @@ class Recaller:
             order = [cand[j] for j in ranked]
             info = {cand[j]: (float(hop.scores[j]), float(hop.cue_sims[j]), float(hop.weights[j]), float(hop.lexical[j]), 1)
                     for j in ranked}
-            if s.recall.chain != "off" and order:
+            follow = s.recall.chain == "always" or (s.recall.chain == "auto" and not entities(c.text))
+            if follow and order:
                 tc = time.perf_counter()
                 self._fetch_returned(ns, order[:1], found)
                 fetch_ms += (time.perf_counter() - tc) * 1000
@@ -227,8 +228,6 @@ class Recaller:
         """Order after an optional second hop from the best trace (``order`` unchanged when no hop is made)."""
         rs = self.settings.recall
         first = order[0]
-        if rs.chain == "auto" and entities(c.text):
-            return order
         cue_stems = set(self.terms(c.text, c.slots))
         bridge = sorted(entities(found[first].text) - cue_stems)
         if not bridge:

@@ -98,38 +98,45 @@ def supersede_text(
     part = [i for i, t in enumerate(terms) if anchors & t and (max_terms is None or len(t) <= max_terms)]
     if len(part) < 2:
         return out
+    # Pairwise relations as matrices over the participants (a few dozen at most): term incidence M,
+    # anchor and named columns of it, feature cosines.
+    vocab = sorted(set().union(*(terms[i] for i in part)))
+    col = {t: c for c, t in enumerate(vocab)}
+    inc = np.zeros((len(part), len(vocab)), dtype=np.float32)
+    for r, i in enumerate(part):
+        inc[r, [col[t] for t in terms[i]]] = 1.0
+    is_anchor = np.array([t in anchors for t in vocab])
+    is_named = np.array([t in named_by for t in vocab])
+    anc, nam = inc[:, is_anchor], inc[:, is_named]
+    shared_anchor = anc @ anc.T
+    shared_other = inc @ inc.T - shared_anchor
     sims = features[part] @ features[part].T
-    related: dict[int, list[int]] = {i: [] for i in part}
-    for a, i in enumerate(part):
-        for b in range(a + 1, len(part)):
-            j = part[b]
-            shared = anchors & terms[i] & terms[j]
-            if not shared:
-                continue
-            cos = float(sims[a, b])
-            if cos >= similar or (cos >= similar_shared and (terms[i] & terms[j]) - shared):
-                related[i].append(j)
-                related[j].append(i)
-
-    def same_side(i: int, j: int) -> bool:
-        return as_of is None or (order[i] <= as_of) == (order[j] <= as_of)
-
+    related = (shared_anchor > 0) & ((sims >= similar) | ((sims >= similar_shared) & (shared_other > 0)))
+    np.fill_diagonal(related, False)
+    distinct = (nam.sum(axis=1)[:, None] - nam @ nam.T) > 0  # [i, j]: i holds a cue-named term that j lacks
+    rank = np.empty(len(part), dtype=np.int64)
+    rank[sorted(range(len(part)), key=lambda r: order[part[r]])] = np.arange(len(part))
+    newer = rank[None, :] > rank[:, None]  # [i, j]: j is newer than i
+    if as_of is not None:
+        side = np.array([order[i] <= as_of for i in part])
+        newer &= side[:, None] == side[None, :]
     # j supersedes i when it is newer, on the same side of as_of, and holds every term of i that the cue names.
-    newer = {i: [j for j in js if order[j] > order[i] and same_side(i, j) and not (named_by & (terms[i] - terms[j]))]
-             for i, js in related.items()}
-    for i in sorted((i for i, js in newer.items() if js), key=lambda x: order[x], reverse=True):  # newest first
-        out[i] = min(out[i] - penalty, min(out[j] for j in newer[i]) - _EPS)  # below every newer version, and lower
+    supersedes = related & newer & ~distinct
+    sub = out[part]
+    for r in sorted(np.flatnonzero(supersedes.any(axis=1)), key=lambda x: -rank[x]):  # newest first
+        sub[r] = min(sub[r] - penalty, float(sub[supersedes[r]].min()) - _EPS)  # below every newer version, and lower
     # A version the cue names: the newest of those holding a cue term that another version lacks.
-    named = {i for i, js in related.items() if not newer[i] and any(named_by & (terms[i] - terms[j]) for j in js)}
-    for n in sorted(named, key=lambda x: order[x]):
-        earlier = [j for j in related[n] if order[j] < order[n]]
-        later = [j for j in related[n] if order[j] > order[n]]
-        if before and earlier:
-            j = max(earlier, key=lambda x: order[x])
-            out[j] = max(out[j], out[n] - _EPS)
-        if after and later:
-            j = min(later, key=lambda x: order[x])
-            out[j] = max(out[j], out[n] - _EPS)
+    named = (related & distinct).any(axis=1) & ~supersedes.any(axis=1)
+    for n in sorted(np.flatnonzero(named), key=lambda x: rank[x]):
+        earlier = np.flatnonzero(related[n] & (rank < rank[n]))
+        later = np.flatnonzero(related[n] & (rank > rank[n]))
+        if before and len(earlier):
+            j = earlier[np.argmax(rank[earlier])]
+            sub[j] = max(sub[j], sub[n] - _EPS)
+        if after and len(later):
+            j = later[np.argmin(rank[later])]
+            sub[j] = max(sub[j], sub[n] - _EPS)
+    out[part] = sub
     return out
 
 

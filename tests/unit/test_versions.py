@@ -74,3 +74,54 @@ def test_recall_gives_the_newest_state_and_follows_an_entity_when_the_cue_names_
     mem.settings.recall.chain = "off"
     plain = mem.recall("Where is the football?", k=9, namespace="s").traces
     assert {t.hop for t in plain} == {1}  # (Hopfield completion alone lifts John's traces here too)
+
+
+def _reference(scores, *, order, terms, features, anchors, named_by, similar, similar_shared, penalty,  # type: ignore[no-untyped-def]
+               before=False, after=False, as_of=None, max_terms=None):
+    """The definition pair by pair (reference for the matrix version)."""
+    out = scores.astype(np.float32, copy=True)
+    part = [i for i, t in enumerate(terms) if anchors & t and (max_terms is None or len(t) <= max_terms)]
+    related: dict[int, list[int]] = {i: [] for i in part}
+    for a, i in enumerate(part):
+        for j in part[a + 1:]:
+            shared = anchors & terms[i] & terms[j]
+            cos = float(features[i] @ features[j])
+            if shared and (cos >= similar or (cos >= similar_shared and (terms[i] & terms[j]) - shared)):
+                related[i].append(j)
+                related[j].append(i)
+
+    def same_side(i: int, j: int) -> bool:
+        return as_of is None or (order[i] <= as_of) == (order[j] <= as_of)
+
+    newer = {i: [j for j in js if order[j] > order[i] and same_side(i, j) and not (named_by & (terms[i] - terms[j]))]
+             for i, js in related.items()}
+    for i in sorted((i for i, js in newer.items() if js), key=lambda x: order[x], reverse=True):
+        out[i] = min(out[i] - penalty, min(out[j] for j in newer[i]) - 1e-4)
+    named = {i for i, js in related.items() if not newer[i] and any(named_by & (terms[i] - terms[j]) for j in js)}
+    for n in sorted(named, key=lambda x: order[x]):
+        earlier = [j for j in related[n] if order[j] < order[n]]
+        later = [j for j in related[n] if order[j] > order[n]]
+        if before and earlier:
+            j = max(earlier, key=lambda x: order[x])
+            out[j] = max(out[j], out[n] - 1e-4)
+        if after and later:
+            j = min(later, key=lambda x: order[x])
+            out[j] = max(out[j], out[n] - 1e-4)
+    return out
+
+
+def test_supersede_text_equals_the_pairwise_definition_on_random_candidate_sets() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(2, 25))
+        terms = [frozenset(int(t) for t in rng.choice(12, size=int(rng.integers(1, 6)), replace=False)) for _ in range(n)]
+        feats = rng.standard_normal((n, 8)).astype(np.float32)
+        feats[: n // 2] += 3 * rng.standard_normal(8).astype(np.float32)  # a cluster of similar ones
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        times = rng.integers(0, 5, size=n).astype(float)
+        kw = {"order": [(float(times[i]), i) for i in range(n)], "terms": terms, "features": feats,
+                  "anchors": frozenset({0, 1, 2}), "named_by": frozenset({0, 1, 2, 3}), "similar": 0.6, "similar_shared": 0.3, "penalty": 0.2,
+                  "before": bool(rng.random() < 0.5), "after": bool(rng.random() < 0.3),
+                  "as_of": (2.0, n // 2) if rng.random() < 0.3 else None, "max_terms": 4 if rng.random() < 0.3 else None}
+        scores = rng.random(n).astype(np.float32)
+        np.testing.assert_allclose(supersede_text(scores, **kw), _reference(scores, **kw), rtol=0, atol=1e-6)  # type: ignore[arg-type]
