@@ -123,11 +123,11 @@ def supersede_text(
     # j supersedes i when it is newer, on the same side of as_of, and holds every term of i that the cue names.
     supersedes = related & newer & ~distinct
     sub = out[part]
-    for r in sorted(np.flatnonzero(supersedes.any(axis=1)), key=lambda x: -rank[x]):  # newest first
+    for r in sorted(np.flatnonzero(supersedes.any(axis=1)).tolist(), key=lambda x: -rank[x]):  # newest first
         sub[r] = min(sub[r] - penalty, float(sub[supersedes[r]].min()) - _EPS)  # below every newer version, and lower
     # A version the cue names: the newest of those holding a cue term that another version lacks.
     named = (related & distinct).any(axis=1) & ~supersedes.any(axis=1)
-    for n in sorted(np.flatnonzero(named), key=lambda x: rank[x]):
+    for n in sorted(np.flatnonzero(named).tolist(), key=lambda x: rank[x]):
         earlier = np.flatnonzero(related[n] & (rank < rank[n]))
         later = np.flatnonzero(related[n] & (rank > rank[n]))
         if before and len(earlier):
