@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from hei_nw_plugin.config import EmbedderSettings
 from hei_nw_plugin.errors import ConfigError, require_extra
 from hei_nw_plugin.text import hash_tokens, tokenize
 
@@ -215,6 +216,29 @@ def export_onnx(folder: Path, cache_dir: Path | None = None) -> Path:
     return out
 
 
+def quantized_onnx(model: Path) -> Path:
+    """An int8 (dynamic, per-tensor weights) copy of an exported ONNX model, made once beside it; returns the file.
+
+    ONNX Runtime's dynamic quantisation keeps activations in float and quantises the
+    weights of the matrix products, which is what dominates a small transformer on a CPU.
+    """
+    out = model.with_name(model.stem + "-int8.onnx")
+    if out.exists():
+        return out
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as err:
+        raise require_extra("onnxruntime", "embed") from err
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    logging.getLogger().disabled, was = True, logging.getLogger().disabled  # the quantizer logs a pre-processing hint
+    try:
+        quantize_dynamic(str(model), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().disabled = was
+    os.replace(tmp, out)
+    return out
+
+
 class OnnxSentenceEmbedder:
     """Mean-pooled, normalised sentence embeddings from ONNX Runtime (same weights as the torch path).
 
@@ -224,7 +248,7 @@ class OnnxSentenceEmbedder:
     """
 
     def __init__(self, path: str | Path | None = None, *, batch_size: int = 64, cache_size: int = 4096,
-                 threads: int = 1, spin: bool = False, cache_dir: Path | None = None) -> None:
+                 threads: int = 1, spin: bool = False, cache_dir: Path | None = None, int8: bool = False) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             import onnxruntime as ort
@@ -248,11 +272,12 @@ class OnnxSentenceEmbedder:
         # A spinning idle worker competes with the numpy work after each call (see EmbedderSettings.spin).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._sess = ort.InferenceSession(str(export_onnx(folder, cache_dir)), opts, providers=["CPUExecutionProvider"])
+        model = export_onnx(folder, cache_dir)
+        self._sess = ort.InferenceSession(str(quantized_onnx(model) if int8 else model), opts, providers=["CPUExecutionProvider"])
         self._dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
         self._batch_size = batch_size
         self._cache = _CueCache(cache_size) if cache_size else None
-        self.name = folder.name
+        self.name = folder.name + ("-int8" if int8 else "")
 
     def clear_cache(self) -> None:
         """Forget cached cue embeddings (benchmarks measure each pass cold)."""
@@ -285,13 +310,15 @@ class OnnxSentenceEmbedder:
 
 
 def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_size: int = 64, cache_size: int = 4096,
-                     backend: EmbedderBackend = "auto", threads: int | None = None, spin: bool = False) -> Embedder:
+                     backend: EmbedderBackend = "auto", threads: int | None = None, spin: bool = False,
+                     quantize: Literal["none", "int8"] = "none") -> Embedder:
     """Build the embedder the settings ask for.
 
     ``backend='auto'`` uses ONNX Runtime when it is installed and the export
     works, else sentence-transformers on torch (the two give the same vectors).
     ``threads`` is ONNX's intra-op thread count (None: min(2, CPUs)); ``spin`` lets its
-    idle threads spin-wait between calls.
+    idle threads spin-wait between calls; ``quantize='int8'`` runs an int8 copy of the model
+    (ONNX only: with it, torch is refused rather than silently giving other vectors).
     """
     if name not in ("minilm", "sentence-transformers"):
         raise ConfigError(f"unknown embedder {name!r}")
@@ -300,13 +327,24 @@ def default_embedder(*, name: str = "minilm", path: Path | None = None, batch_si
     if backend not in ("auto", "onnx", "torch"):
         raise ConfigError(f"embedder backend must be auto, onnx or torch, got {backend!r}")
     folder = path or None
+    if quantize not in ("none", "int8"):
+        raise ConfigError(f"embedder quantize must be none or int8, got {quantize!r}")
+    if quantize == "int8" and backend == "torch":
+        raise ConfigError("embedder.quantize='int8' runs on ONNX Runtime; it cannot be combined with backend='torch'")
     if backend == "onnx" or (backend == "auto" and importlib.util.find_spec("onnxruntime") is not None):
         try:
             return OnnxSentenceEmbedder(folder, batch_size=batch_size, cache_size=cache_size,
                                         threads=threads if threads is not None else min(2, os.cpu_count() or 1),
-                                        spin=spin)
+                                        spin=spin, int8=quantize == "int8")
         except Exception as err:  # auto falls back; an explicit 'onnx' says why it cannot run
-            if backend == "onnx":
+            if backend == "onnx" or quantize == "int8":
                 raise ConfigError(f"ONNX embedder unavailable: {err}") from err
             log.warning("ONNX embedder unavailable (%s); using sentence-transformers on torch", err)
     return SentenceTransformerEmbedder(folder, batch_size=batch_size, cache_size=cache_size)
+
+
+def embedder_from_settings(settings: EmbedderSettings, *, cache: bool = True) -> Embedder:
+    """The embedder ``settings`` describe (``cache=False``: no cue cache, as benchmarks and evaluations want)."""
+    return default_embedder(name=settings.name, path=settings.path, batch_size=settings.batch_size,
+                            cache_size=settings.cache_size if cache else 0, backend=settings.backend,
+                            threads=settings.threads, spin=settings.spin, quantize=settings.quantize)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from hei_nw_plugin.cache import FeatureCache, Prefetcher
 from hei_nw_plugin.config import HeiNwSettings
-from hei_nw_plugin.embed import Embedder, default_embedder
+from hei_nw_plugin.embed import Embedder, embedder_from_settings
 from hei_nw_plugin.errors import (
     ConfigError,
     InvalidEventError,
@@ -103,9 +103,7 @@ class HEIMemory:
         self.settings = settings or HeiNwSettings()
         s = self.settings
         _limit_blas(s.index.blas_threads)
-        self.embedder = embedder or default_embedder(
-            name=s.embedder.name, path=s.embedder.path, batch_size=s.embedder.batch_size, cache_size=s.embedder.cache_size,
-            backend=s.embedder.backend, threads=s.embedder.threads, spin=s.embedder.spin)
+        self.embedder = embedder or embedder_from_settings(s.embedder)
         self.keyer = DGKeyer(s.keyer, self.embedder)
         self.gate = WriteGate(s.gate, surprise=surprise)
         self.hopfield = HopfieldCompleter(beta=s.hopfield.beta, steps=s.hopfield.steps, mix=s.hopfield.mix)

@@ -81,8 +81,10 @@ def register(subparsers: Any) -> None:
     r.set_defaults(func=cmd_report)
 
     from hei_nw_eval.reliability.cli import register as register_reliability
+    from hei_nw_eval.reproduce import register as register_reproduce
 
     register_reliability(subparsers)
+    register_reproduce(subparsers)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -129,7 +131,7 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
     from hei_nw_eval.consolidation import run_consolidation_eval
     from hei_nw_eval.runner import EvalRunner, RunOptions, refresh_comparisons
     from hei_nw_plugin import HeiNwSettings
-    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.embed import embedder_from_settings
     from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
     orders = [{"scheduled": "ca2"}.get(o.strip(), o.strip()) for o in args.consolidate_orders.split(",") if o.strip()]
@@ -149,10 +151,7 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
     options = RunOptions(route=route, hopfield=not args.no_hopfield, k=args.k or settings.model.recall_k,
                          max_new_tokens=args.max_new_tokens, cue_slots=args.cue_slots, n_boot=args.n_boot,
                          seed=args.seed, progress=not args.quiet)
-    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
-                                batch_size=settings.embedder.batch_size, cache_size=0,
-                                backend=settings.embedder.backend, threads=settings.embedder.threads,
-                                spin=settings.embedder.spin)
+    embedder = embedder_from_settings(settings.embedder, cache=False)
     runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
     over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
                               "epochs": args.consolidate_epochs, "lr": args.consolidate_lr,
@@ -185,13 +184,11 @@ def _retrieval(args: argparse.Namespace) -> None:
     from hei_nw_eval.recall_eval import run_recall_eval
     from hei_nw_eval.report import build_report
     from hei_nw_plugin import HeiNwSettings
-    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.embed import embedder_from_settings
 
     systems = [x.strip() for x in args.systems.split(",") if x.strip()]
     settings = HeiNwSettings.from_file(args.config) if args.config else HeiNwSettings.build()
-    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
-                                batch_size=settings.embedder.batch_size, cache_size=0, backend=settings.embedder.backend,
-                                threads=settings.embedder.threads, spin=settings.embedder.spin)
+    embedder = embedder_from_settings(settings.embedder, cache=False)
     if args.suite:
         base = default_datasets_dir()
         if base is None:
@@ -248,7 +245,7 @@ def run_eval(
     """
     from hei_nw_eval.runner import EvalRunner, RunOptions, build_record, refresh_comparisons, write_run
     from hei_nw_plugin import HeiNwSettings
-    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.embed import embedder_from_settings
 
     task, cond, units = _task_units(scenario, dataset, condition, n, seed, per_sample)
     settings = lm.settings if lm is not None else (HeiNwSettings.from_file(config) if config else HeiNwSettings.build())
@@ -266,10 +263,7 @@ def run_eval(
     options = RunOptions(route=routes[0], hopfield=hopfield, k=k or settings.model.recall_k, max_new_tokens=max_new_tokens,
                          context_window=context_window, rag_chunk=rag_chunk, cue_slots=cue_slots, n_boot=n_boot,
                          seed=seed, progress=progress)
-    embedder = default_embedder(name=settings.embedder.name, path=settings.embedder.path,
-                                batch_size=settings.embedder.batch_size, cache_size=0,
-                                backend=settings.embedder.backend, threads=settings.embedder.threads,
-                                spin=settings.embedder.spin)
+    embedder = embedder_from_settings(settings.embedder, cache=False)
     runner = EvalRunner(lm if needs_lm else None, embedder=embedder, options=options, base_settings=settings)
     written = []
     plan = [(m, r) for m in modes for r in (routes if m in ROUTED_MODES else routes[:1])]

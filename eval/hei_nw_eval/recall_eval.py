@@ -287,12 +287,10 @@ def run_recall_eval(units: Sequence[Unit], *, task: str, source: str, condition:
                     verbose: bool = True) -> list[RunRecord]:
     """Run, score and (with ``out``) write one task's records; prints a table when ``verbose``."""
     from hei_nw_plugin import HeiNwSettings
-    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.embed import embedder_from_settings
 
     st = settings or HeiNwSettings.build()
-    inner = embedder or default_embedder(name=st.embedder.name, path=st.embedder.path, batch_size=st.embedder.batch_size,
-                                         cache_size=0, backend=st.embedder.backend, threads=st.embedder.threads,
-                                         spin=st.embedder.spin)
+    inner = embedder or embedder_from_settings(st.embedder, cache=False)
     runs = run_systems(units, systems=systems, embedder=inner, settings=st,
                        progress=(lambda s: print(f"  {task}: {s} ...", flush=True)) if verbose else None)
     config = {"source": source, "embedder": st.embedder.name, "depth": DEPTH,

@@ -317,14 +317,11 @@ def run_retrieval_check(
     that matters for the ablations (P@1, MRR, recall@k) against the others.
     """
     from hei_nw_plugin import HeiNwSettings
-    from hei_nw_plugin.embed import default_embedder
+    from hei_nw_plugin.embed import embedder_from_settings
 
     split = generate(scenario, n, seed=seed, condition=condition)
     base = base_settings or HeiNwSettings.build()
-    inner = embedder or default_embedder(name=base.embedder.name, path=base.embedder.path,
-                                         batch_size=base.embedder.batch_size, cache_size=0,
-                                         backend=base.embedder.backend, threads=base.embedder.threads,
-                                         spin=base.embedder.spin)
+    inner = embedder or embedder_from_settings(base.embedder, cache=False)
     cache = CachingEmbedder(inner)
     texts = [e.text for e in split.shared_episodes] + [e.text for it in split.items for e in it.episodes]
     cues = [it.question.cue for it in split.items]
