@@ -7,9 +7,14 @@ Two phases, base weights frozen throughout:
 1. **Adapter** (memory route ``adapter``): only the adapter learns; the prompt
    shows no memory, the memory reaches the model through cross-attention alone.
 2. **Reader** (optional): a small LoRA on the decoder layers above the adapter
-   learns to read memory on all three routes (``prefix``, ``adapter``, ``both``),
+   learns to read memory on all three routes (``prefix`` mostly, the default),
    the adapter now frozen. Keeping the phases apart means the adapter works on
-   its own and every result can be reported with and without the reader.
+   its own and every result can be reported with and without the reader. The
+   reader reads mixed rows (:func:`~hei_nw_plugin.model.train_data.generate_mixed`):
+   slot facts, stories of people moving things about, dated conversations with
+   "when" and list questions, and questions the memory cannot answer, where the
+   target is :data:`~hei_nw_plugin.model.prompting.ABSTAIN`. The one-shot example
+   of each row's family is in its prompt, as the evaluation puts it there.
 
 Loss is cross-entropy on the answer tokens and the closing end-of-turn token
 only, with logits computed for those positions alone. In phase 1 an attention
@@ -23,7 +28,7 @@ the LoRA sit at layer ``n`` and above, the ``n`` layers below run without an
 autograd graph, which is what makes this fit a 2-core CPU.
 
 The data come from :mod:`hei_nw_plugin.model.train_data` (vocabulary disjoint
-from every eval split). Reproducible: fixed seeds, data order from the seed,
+from every eval split; the adapter's rows are slot facts only). Reproducible: fixed seeds, data order from the seed,
 ``torch.set_num_threads`` fixed (float sums depend on it) and recorded.
 """
 
@@ -53,7 +58,7 @@ from hei_nw_plugin.adapter import (
 from hei_nw_plugin.config import ModelSettings
 from hei_nw_plugin.model.loading import LoadedModel, generation_record, load_base_model
 from hei_nw_plugin.model.prompting import answer_messages, prompt_memory
-from hei_nw_plugin.model.train_data import QARow, generate_rows
+from hei_nw_plugin.model.train_data import QARow, generate_mixed, generate_rows
 
 DEFAULT_OUT = Path(__file__).parent / "weights"
 READER_DIR = "reader_lora"
@@ -87,6 +92,14 @@ class TrainConfig:
     warmup_steps: int = 10
     attention_weight: float = 1.0
     """Weight of the attention-supervision loss (0 = answer cross-entropy only); see :func:`answer_slots`."""
+    reader_shares: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.4])
+    """Shares of slot, narrative and dialogue rows in the reader's data."""
+    reader_abstain: float = 0.08
+    """Share of slot rows whose target fact is left out (answer: ABSTAIN); the other families set their own."""
+    reader_routes: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    """How often the reader trains on the prefix, adapter and both routes."""
+    length_window: int = 8
+    """Reader batches are cut from windows of this many batches sorted by length (less padding); 1 = data order."""
 
 
 @dataclass
@@ -141,7 +154,7 @@ def encode_batch(tokenizer: Any, rows: list[QARow], routes: list[str], *, cap: i
     memories: list[str] = []
     attention: list[tuple[int, int, list[int]]] = []
     for b, (row, route) in enumerate(zip(rows, routes)):
-        messages = answer_messages(row.question, prompt_memory(row.memory, route))
+        messages = answer_messages(row.question, prompt_memory(row.memory, route), one_shot=row.one_shot)
         prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
         answer = list(tokenizer(row.answer, add_special_tokens=False)["input_ids"]) + [end]
         seq = prompt + answer
@@ -186,6 +199,28 @@ def batch_loss(
     probs = log[0]  # [B, T, 1+M]; slot 0 is the null key
     mass = torch.stack([probs[b, t, [1 + i for i in slot]].sum() for b, t, slot in batch.attention])
     return ce, -(mass.float() + 1e-6).log().mean()
+
+
+def length_order(rows: list[QARow], routes: list[str], *, batch_size: int, window: int,
+                 rng: random.Random) -> tuple[list[QARow], list[str]]:
+    """Rows (and their routes) reordered so each batch holds rows of similar length.
+
+    Every window of ``window`` batches is sorted by text length and cut into batches,
+    whose order within the window is then shuffled; rows never leave their window,
+    so the data seen early in training stays what the seed drew. Padding is what
+    this saves: a dialogue row is about twice as long as a story row.
+    """
+    if window <= 1:
+        return rows, routes
+    pairs = list(zip(rows, routes, strict=True))
+    out: list[tuple[QARow, str]] = []
+    span = window * batch_size
+    for start in range(0, len(pairs), span):
+        part = sorted(pairs[start:start + span], key=lambda p: len(p[0].memory) + len(p[0].question))
+        batches = [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        rng.shuffle(batches)
+        out += [pair for b in batches for pair in b]
+    return [r for r, _ in out], [t for _, t in out]
 
 
 def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -277,7 +312,15 @@ def train(
 
     n_adapter = cfg.adapter_steps * cfg.batch_size
     n_reader = cfg.reader_steps * cfg.batch_size if with_reader else 0
-    rows = generate_rows(n_adapter + n_reader, seed=cfg.seed, max_facts=cfg.max_facts)
+    rows = generate_rows(n_adapter, seed=cfg.seed, max_facts=cfg.max_facts)
+
+    def count(text: str) -> int:
+        return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    reader_rows = generate_mixed(
+        n_reader, seed=cfg.seed, shares=(cfg.reader_shares[0], cfg.reader_shares[1], cfg.reader_shares[2]),
+        max_facts=cfg.max_facts, abstain=cfg.reader_abstain, count=count, max_mem_tokens=cfg.max_mem_tokens,
+    )
     if cfg.copy_path:
         adapter.config = replace(adapter.config, copy_scale=calibrate_copy_scale(lm, hook))
     adapter_curve: list[dict[str, float]] = []
@@ -307,10 +350,12 @@ def train(
     if with_reader:
         peft_model = add_reader_lora(lm, cfg, adapter.config.layer)
         lm.model = peft_model
-        routes = [rng.choice(ROUTES) for _ in range(n_reader)]
+        routes = rng.choices(ROUTES, weights=cfg.reader_routes, k=n_reader)
+        reader_rows, routes = length_order(reader_rows, routes, batch_size=cfg.batch_size, window=cfg.length_window,
+                                           rng=rng)
         lora_params = [p for p in peft_model.parameters() if p.requires_grad]
         reader_curve = _train(
-            lm, hook, [{"params": lora_params}], rows[n_adapter:], routes,
+            lm, hook, [{"params": lora_params}], reader_rows, routes,
             body=body, steps=cfg.reader_steps, lr=cfg.reader_lr, cfg=cfg, label="reader",
         )
         peft_model.save_pretrained(str(out / READER_DIR))
@@ -349,8 +394,12 @@ def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
     for name in ("seed", "threads", "batch_size", "adapter_steps", "reader_steps", "max_facts", "lora_r"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("adapter_lr", "reader_lr", "depth", "attention_weight"):
+    for name in ("adapter_lr", "reader_lr", "depth", "attention_weight", "reader_abstain"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--reader-shares", type=float, nargs=3, default=defaults.reader_shares,
+                        metavar=("SLOTS", "NARRATIVE", "DIALOGUE"), help="Shares of the reader's row families.")
+    parser.add_argument("--reader-routes", type=float, nargs=3, default=defaults.reader_routes,
+                        metavar=("PREFIX", "ADAPTER", "BOTH"), help="How often the reader trains on each route.")
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     train(cfg, args.out, with_reader=not args.no_reader, adapter_from=args.adapter_from)

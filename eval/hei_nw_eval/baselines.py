@@ -6,6 +6,8 @@
 * **rag**: transcript chunks in LangChain's ``InMemoryVectorStore`` embedded by
   the same MiniLM embedder HEI-NW uses (through :class:`EngineEmbeddings`), top-k
   chunks by cosine into the memory slot.
+* **bm25-rag**: the same, with BM25 over the episodes seen so far
+  (:class:`Bm25Store`: ``bm25s``, English stopwords, Porter stems) instead of vectors.
 * **oracle** (probe E1): the gold evidence episodes, packed by the engine's own
   packer, as if recall were perfect.
 * **retrieval-only** (probe E2): no language model; the answer is the top
@@ -147,6 +149,27 @@ class RagStore:
             date = f"[{when[:10]}] " if when else ""
             lines.append(f"{rank}. {date}{' '.join(doc.page_content.split())}")
             ranked.extend(doc.metadata["episode_ids"])
+        return "\n".join(lines), ranked
+
+
+class Bm25Store:
+    """The lexical RAG baseline: top-k episodes by BM25, as memory lines in the packer's shape."""
+
+    def __init__(self) -> None:
+        from hei_nw_eval.recall_eval import Bm25Turns  # recall_eval imports this module
+
+        self.index = Bm25Turns()
+        self._by_id: dict[str, Episode] = {}
+
+    def add(self, episodes: Sequence[Episode]) -> None:
+        """Append episodes in stream order (indexed at the next search)."""
+        self.index.add(episodes)
+        self._by_id.update((e.id, e) for e in episodes)
+
+    def search(self, query: str, k: int) -> tuple[str, list[str]]:
+        """Top-``k`` episodes for ``query`` as memory lines, and their ids in rank order."""
+        ranked = self.index.search(query, k)
+        lines = [episode_line(rank, self._by_id[eid]) for rank, eid in enumerate(ranked, start=1)]
         return "\n".join(lines), ranked
 
 

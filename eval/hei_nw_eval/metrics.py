@@ -116,6 +116,12 @@ def locomo_multi_f1(prediction: str, gold: str) -> float:
     return float(np.mean([max(locomo_token_f1(p, g) for p in preds) for g in refs]))
 
 
+def is_abstention(prediction: str) -> bool:
+    """True when an answer says the memory does not hold it, by LoCoMo's rule for category 5."""
+    text = prediction.lower()
+    return "no information available" in text or "not mentioned" in text
+
+
 def locomo_score(prediction: str, gold: str, category: int) -> float:
     """One LoCoMo QA score in [0, 1], with the rule of ``category`` (1-5)."""
     if category == 1:
@@ -125,8 +131,7 @@ def locomo_score(prediction: str, gold: str, category: int) -> float:
     if category in (2, 4):
         return locomo_token_f1(prediction, gold)
     if category == 5:
-        text = prediction.lower()
-        return float("no information available" in text or "not mentioned" in text)
+        return float(is_abstention(prediction))
     raise ValueError(f"LoCoMo categories are 1-5, got {category!r}")
 
 

@@ -8,8 +8,9 @@ One :class:`Unit` is one question and what must be written before it is asked
   :class:`~hei_nw_plugin.HEIMemory` that every episode was offered to through
   ``write_many`` (the live write gate decides; nothing is pinned or forced);
 * ``B1-empty`` (probe E0) B1 over an empty memory, which should equal B0;
-* ``oracle`` (E1), ``retrieval-only`` (E2), ``long-context`` and ``rag``: see
-  :mod:`hei_nw_eval.baselines`; ``no_hopfield`` (E3) turns Hopfield completion off.
+* ``oracle`` (E1), ``retrieval-only`` (E2), ``long-context``, ``rag`` and
+  ``bm25-rag``: see :mod:`hei_nw_eval.baselines`; ``no_hopfield`` (E3) turns
+  Hopfield completion off.
 
 Every mode builds its prompt with the same one-shot template
 (:func:`hei_nw_plugin.model.prompting.answer_messages`). Baselines that put text
@@ -17,7 +18,8 @@ in the prompt (long-context, rag) run the base model with the prefix route and
 no reader LoRA, so they get exactly what a plain LLM would. Each run writes a
 :class:`~hei_nw_eval.records.RunRecord` and a per-question sidecar
 ``<run_id>.items.jsonl``; :func:`refresh_comparisons` pairs every run with the
-B0 run of the same task, condition and seed in its folder (paired bootstrap).
+B0 run of the same task, condition and seed in its folder, and every B1 run with
+the reader also with B1 without it and with each baseline (paired bootstrap).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hei_nw_eval import metrics as M
-from hei_nw_eval.baselines import RagStore, answer_from_trace, fit_transcript, oracle_memory
+from hei_nw_eval.baselines import Bm25Store, RagStore, answer_from_trace, fit_transcript, oracle_memory
 from hei_nw_eval.costs import AttentionShape, attention_flops, kv_cache_mb
 from hei_nw_eval.datasets import DatasetSample
 from hei_nw_eval.items import Episode, Question, Split
@@ -47,17 +49,20 @@ if TYPE_CHECKING:
     from hei_nw_plugin.model.prompting import OneShot
     from hei_nw_plugin.wrapper import HeiNwForCausalLM
 
-MODES: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B1-empty", "oracle", "retrieval-only", "long-context", "rag")
+MODES: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B1-empty", "oracle", "retrieval-only", "long-context", "rag",
+                         "bm25-rag")
+PLAIN_MODES = frozenset({"long-context", "rag", "bm25-rag"})
+"""Baselines that put text in the prompt of the plain model (prefix route, no reader)."""
 MEMORY_MODES = frozenset({"B1", "B2", "B1-empty", "retrieval-only"})
 """Modes that recall from a HEIMemory (B1-empty writes nothing into it)."""
 ROUTES: tuple[str, ...] = ("prefix", "adapter", "both")
 ROUTED_MODES = frozenset({"B1", "B2", "oracle"})
 """Modes whose memory reaches the model by a route (``--route``)."""
-RANKING_MODES = frozenset({"B1", "B2", "retrieval-only", "rag"})
+RANKING_MODES = frozenset({"B1", "B2", "retrieval-only", "rag", "bm25-rag"})
 COMPARED = ("em", "f1", "locomo_f1")
+AGAINST: tuple[str, ...] = ("noreader", "rag", "bm25-rag", "long-context")
+"""Besides B0, what a B1 run with the reader is paired with ('noreader': the same run without the reader)."""
 SIDECAR = ".items.jsonl"
-
-BABI_ONE_SHOT_MEMORY = "1. Quillon walked to the cellar.\n2. Orsolya took the lantern.\n3. Quillon went to the attic."
 
 
 @dataclass
@@ -108,13 +113,12 @@ def units_from_samples(samples: Sequence[DatasetSample], n: int | None = None, *
     small run still covers every conversation of LoCoMo), spread evenly over
     the sample's questions.
     """
-    from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT
+    from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT, DIALOGUE_ONE_SHOT, NARRATIVE_ONE_SHOT
 
     units: list[Unit] = []
     for sample in samples:
         position = {e.id: i for i, e in enumerate(sample.episodes)}
-        babi = sample.source.startswith("babi")
-        shot = _one_shot(BABI_ONE_SHOT_MEMORY, "Where is Quillon?", "attic") if babi else DEFAULT_ONE_SHOT
+        shot = {"babi": NARRATIVE_ONE_SHOT, "locomo": DIALOGUE_ONE_SHOT}.get(sample.source.split(":")[0], DEFAULT_ONE_SHOT)
         ordered = sorted(sample.questions, key=lambda q: len(sample.visible_episodes(q)))
         if per_sample is not None and len(ordered) > per_sample:
             step = len(ordered) / per_sample
@@ -173,6 +177,8 @@ class Outcome:
     truncated: bool = False
     dropped_episodes: int = 0
     locomo_f1: float | None = None
+    abstained: bool = False
+    """The answer says memory does not hold it (LoCoMo's category-5 rule)."""
 
 
 @dataclass
@@ -280,11 +286,14 @@ class EvalRunner:
                     out = self._answer(mode, unit, mem=mem)
                     out.ingest_ms = ingest
                     outcomes.append(out)
-        elif mode == "rag":
-            stores: dict[str, RagStore] = {}
+        elif mode in ("rag", "bm25-rag"):
+            stores: dict[str, RagStore | Bm25Store] = {}
             for unit in bar:
                 t = time.perf_counter()
-                store = stores.setdefault(unit.namespace, RagStore(self.embedder, chunk_size=self.options.rag_chunk))
+                if unit.namespace not in stores:
+                    stores[unit.namespace] = (RagStore(self.embedder, chunk_size=self.options.rag_chunk)
+                                              if mode == "rag" else Bm25Store())
+                store = stores[unit.namespace]
                 store.add(unit.writes)
                 ingest = (time.perf_counter() - t) * 1000
                 out = self._answer(mode, unit, rag=store)
@@ -294,7 +303,8 @@ class EvalRunner:
             outcomes = [self._answer(mode, unit) for unit in bar]
         return ModeResult(mode, outcomes, log, time.perf_counter() - t0)
 
-    def _answer(self, mode: str, unit: Unit, *, mem: HEIMemory | None = None, rag: RagStore | None = None) -> Outcome:
+    def _answer(self, mode: str, unit: Unit, *, mem: HEIMemory | None = None,
+                rag: RagStore | Bm25Store | None = None) -> Outcome:
         from hei_nw_plugin import Cue
 
         q = unit.question
@@ -337,6 +347,7 @@ class EvalRunner:
         out.stages_ms = stages
         out.em = M.exact_match(out.prediction, out.golds)
         out.f1 = M.token_f1(out.prediction, out.golds)
+        out.abstained = M.is_abstention(out.prediction)
         if q.category is not None and q.category.isdigit():
             out.locomo_f1 = M.locomo_score(out.prediction, q.answer, int(q.category))
         return out
@@ -346,7 +357,7 @@ class EvalRunner:
 
         lm = self.lm
         assert lm is not None
-        plain = mode in ("long-context", "rag")
+        plain = mode in PLAIN_MODES
         lm.mode = {"B0": "B0", "B3": "B3", "B2": "B2"}.get(mode, "B1")  # type: ignore[assignment]
         with self._plain_prompt() if plain else _nothing():
             ans = lm.generate_answer(
@@ -443,13 +454,21 @@ def build_record(
     if "locomo_f1" in metrics:
         sc = M.locomo_scores([o.prediction for o in outs], [o.golds[0] for o in outs],
                              [int(o.category or 0) for o in outs], n_boot=nb, seed=seed)
+        cats = np.array([int(o.category or 0) for o in outs])
+        abstained = np.array([float(o.abstained) for o in outs])
         for cat, est in sc.per_category.items():
-            breakdown[f"category {cat}"] = {"locomo_f1": MetricValue.of(est)}
+            breakdown[f"category {cat}"] = {
+                "locomo_f1": MetricValue.of(est),
+                "abstained": MetricValue.of(M.bootstrap_ci(abstained[cats == cat], n_boot=nb, seed=seed)),
+            }
         if sc.answerable is not None:
             metrics["locomo_f1_cat1-4"] = MetricValue.of(sc.answerable)
+            answerable = abstained[np.isin(cats, [1, 2, 3, 4])]
+            metrics["abstained_cat1-4"] = MetricValue.of(M.bootstrap_ci(answerable, n_boot=nb, seed=seed))
         if sc.adversarial is not None:
-            metrics["locomo_f1_cat5"] = MetricValue.of(sc.adversarial)
+            metrics["locomo_f1_cat5"] = MetricValue.of(sc.adversarial)  # = the share of category 5 abstained on
     if result.mode != "retrieval-only":
+        metrics["abstained"] = MetricValue.of(M.bootstrap_ci([float(o.abstained) for o in outs], n_boot=nb, seed=seed))
         for name, unit in (("prompt_tokens", "tokens"), ("new_tokens", "tokens"), ("attention_gflops", "GFLOPs"),
                            ("kv_cache_mb", "MB")):
             metrics[name] = MetricValue.of(M.bootstrap_ci([float(getattr(o, name)) for o in outs], n_boot=nb, seed=seed), unit=unit)
@@ -503,37 +522,70 @@ def _sidecar(folder: Path, record: RunRecord) -> dict[str, dict[str, Any]] | Non
     return {r["id"]: r for r in rows}
 
 
-def refresh_comparisons(folder: str | Path, *, baseline: str = "B0", n_boot: int = 2_000) -> int:
-    """Pair every run in ``folder`` with the ``baseline`` run of the same task, condition and seed.
+def _pair(rec: RunRecord, mine: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], baseline: str,
+          n_boot: int) -> list[Comparison]:
+    """Paired differences of :data:`COMPARED` metrics over the questions both runs answered."""
+    common = [i for i in mine if i in theirs]
+    if len(common) < 2:
+        return []
+    seed = rec.seeds.get("bootstrap", 0)
+    comps = []
+    for metric in COMPARED:
+        if any(mine[i].get(metric) is None or theirs[i].get(metric) is None for i in common):
+            continue
+        if metric == "locomo_f1" and any(str(mine[i].get("category")) == "5" for i in common):
+            picked = [i for i in common if str(mine[i].get("category")) != "5"]
+            metric_name = "locomo_f1_cat1-4"
+        else:
+            picked, metric_name = common, metric
+        if len(picked) < 2:
+            continue
+        diff = M.paired_bootstrap_diff([mine[i][metric] for i in picked], [theirs[i][metric] for i in picked],
+                                       n_boot=n_boot, seed=seed)
+        comps.append(Comparison(metric=metric_name, mode=rec.mode, baseline=baseline,
+                                diff=MetricValue.of(diff), excludes_zero=M.excludes_zero(diff), seed=seed))
+    return comps
 
-    Differences ``mode − baseline`` of EM, F1 (and LoCoMo F1) over the questions
-    both answered, with a paired-bootstrap 95% CI, replace the run's comparisons.
-    Only runs with a sidecar (written by this runner) are touched. Returns how
-    many records were rewritten.
+
+def refresh_comparisons(folder: str | Path, *, baseline: str = "B0", n_boot: int = 2_000,
+                        against: Sequence[str] = AGAINST) -> int:
+    """Pair every run in ``folder`` with the ``baseline`` run of the same task, condition and seed,
+    and every B1 run with the reader also with the runs named in ``against``.
+
+    Differences ``mode − other`` of EM, F1 and LoCoMo F1 (categories 1-4: category 5 is
+    scored apart) over the questions both answered, with a paired-bootstrap 95% CI,
+    replace the run's comparisons; a sampled baseline (long context) pairs on its sample.
+    ``noreader`` in ``against`` is the same B1 run without the memory reader (same route).
+    Only runs with a sidecar (written by this runner) are touched. Returns how many
+    records were rewritten.
     """
+    from hei_nw_eval.report import mode_label
+
     folder = Path(folder)
     records = load_records(folder)
-    bases = {(r.task, r.condition, r.seeds.get("data")): r for r in records if r.mode == baseline}
+    groups: dict[tuple[str, str | None, Any], dict[str, RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.task, r.condition, r.seeds.get("data")), {})[mode_label(r)] = r
     changed = 0
     for rec in records:
-        base = bases.get((rec.task, rec.condition, rec.seeds.get("data")))
-        if rec.mode == baseline or base is None:
+        runs = groups[(rec.task, rec.condition, rec.seeds.get("data"))]
+        label = mode_label(rec)
+        others = [baseline] if rec.mode != baseline else []
+        if rec.mode == "B1" and "noreader" not in label:
+            for name in against:
+                if name == "noreader":
+                    others.append(f"{label[:-1]}, noreader)" if label.endswith(")") else f"{label} (noreader)")
+                else:
+                    others.append(name)
+        mine = _sidecar(folder, rec)
+        comps: list[Comparison] = []
+        for other in others:
+            base = runs.get(other)
+            theirs = _sidecar(folder, base) if base is not None else None
+            if mine is not None and theirs is not None:
+                comps += _pair(rec, mine, theirs, other, n_boot)
+        if not comps or mine is None:
             continue
-        mine, theirs = _sidecar(folder, rec), _sidecar(folder, base)
-        if mine is None or theirs is None:
-            continue
-        common = [i for i in mine if i in theirs]
-        if len(common) < 2:
-            continue
-        seed = rec.seeds.get("bootstrap", 0)
-        comps = []
-        for metric in COMPARED:
-            if any(mine[i].get(metric) is None or theirs[i].get(metric) is None for i in common):
-                continue
-            diff = M.paired_bootstrap_diff([mine[i][metric] for i in common], [theirs[i][metric] for i in common],
-                                           n_boot=n_boot, seed=seed)
-            comps.append(Comparison(metric=metric, mode=rec.mode, baseline=baseline,
-                                    diff=MetricValue.of(diff), excludes_zero=M.excludes_zero(diff), seed=seed))
         rec.comparisons = comps
         write_record(rec, folder)
         changed += 1

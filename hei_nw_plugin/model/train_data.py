@@ -1,5 +1,10 @@
 """Generated episodic QA for training the Episodic Adapter and the memory reader.
 
+Three families of rows: slot facts (this module, the adapter's only data), stories
+of people moving things about (:mod:`~hei_nw_plugin.model.train_narrative`) and
+dated two-person conversations (:mod:`~hei_nw_plugin.model.train_dialogue`);
+:func:`generate_mixed` draws the reader's rows from all three. The slot facts:
+
 Every surface string here (people, verbs, objects, places, times, cities, pets)
 is disjoint from the evaluation vocabulary in ``eval/hei_nw_eval/scenarios/vocab.py``
 (a unit test asserts it), so a trained reader cannot score by having memorised
@@ -21,7 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from hei_nw_plugin.config import PackSettings
-from hei_nw_plugin.pack import Packer
+from hei_nw_plugin.model.prompting import ABSTAIN, DEFAULT_ONE_SHOT, OneShot
+from hei_nw_plugin.model.train_dialogue import dialogue_row, dialogue_vocabulary, pack_turns
+from hei_nw_plugin.model.train_narrative import narrative_row, narrative_vocabulary, pack_story
+from hei_nw_plugin.pack import Packer, TokenCounter
 from hei_nw_plugin.types import SourcePointer, Trace
 
 PEOPLE: tuple[str, ...] = (
@@ -74,10 +82,10 @@ COLOURS: tuple[str, ...] = ("teal", "maroon", "lilac", "ochre", "navy", "coral",
 
 
 def training_vocabulary() -> frozenset[str]:
-    """Every entity string the generator can emit, lower-cased (for the disjointness check)."""
+    """Every entity string any family can emit, lower-cased (for the disjointness checks)."""
     strings = set(PEOPLE) | set(OBJECTS) | set(PLACES) | set(TIMES) | set(CITIES) | set(PETS) | set(COLOURS)
     strings |= {past for past, _ in VERBS} | {base for _, base in VERBS}
-    return frozenset(s.lower() for s in strings)
+    return frozenset(s.lower() for s in strings) | narrative_vocabulary() | dialogue_vocabulary()
 
 
 @dataclass(frozen=True)
@@ -105,13 +113,19 @@ class Fact:
 
 @dataclass(frozen=True)
 class QARow:
-    """One training row: packed memory (target fact among distractors), question, answer."""
+    """One training row: packed memory (target fact among distractors), question, answer.
+
+    ``target_rank`` is the memory line that holds the answer (0: none does, and the
+    answer is :data:`~hei_nw_plugin.model.prompting.ABSTAIN`, or several do).
+    """
 
     memory: str
     question: str
     answer: str
     n_facts: int
     target_rank: int
+    family: str = "slots"
+    one_shot: OneShot = DEFAULT_ONE_SHOT
 
 
 _EVENT_ORDERS = (
@@ -237,12 +251,15 @@ def _trace(i: int, fact: Fact, when: datetime) -> Trace:
     )
 
 
-def generate_rows(n: int, *, seed: int, max_facts: int = 6) -> list[QARow]:
-    """``n`` rows, reproducible from ``seed``.
+def generate_rows(n: int, *, seed: int, max_facts: int = 6, abstain: float = 0.0) -> list[QARow]:
+    """``n`` slot-fact rows, reproducible from ``seed``.
 
     Half the rows have the target fact ranked first (recall usually gets it
     right), the rest put it anywhere; 1–``max_facts`` facts per memory, packed
-    with and without slots. No distractor matches the question's cue.
+    with and without slots. No distractor matches the question's cue. With
+    probability ``abstain`` the target is left out (its near-duplicates stay) and
+    the answer is :data:`~hei_nw_plugin.model.prompting.ABSTAIN`; ``abstain=0``
+    draws exactly the rows it always did.
     """
     rng = random.Random(seed)
     packers = {
@@ -263,8 +280,46 @@ def generate_rows(n: int, *, seed: int, max_facts: int = 6) -> list[QARow]:
                 facts.append(other)
         rank = 0 if rng.random() < 0.5 else rng.randrange(n_facts)
         facts[0], facts[rank] = facts[rank], facts[0]
-        days = sorted(rng.sample(range(400), n_facts))
+        answer = q.answer
+        if abstain and n_facts > 1 and rng.random() < abstain:
+            facts.pop(rank)
+            answer, rank = ABSTAIN, -1
+        days = sorted(rng.sample(range(400), len(facts)))
         traces = [_trace(i, f, start + timedelta(days=d)) for i, (f, d) in enumerate(zip(facts, days))]
         memory = packers[rng.random() < 0.5].pack(traces).text
-        rows.append(QARow(memory=memory, question=q.text, answer=q.answer, n_facts=n_facts, target_rank=rank + 1))
+        rows.append(QARow(memory=memory, question=q.text, answer=answer, n_facts=len(facts), target_rank=rank + 1))
+    return rows
+
+
+FAMILIES: tuple[str, ...] = ("slots", "narrative", "dialogue")
+
+
+def generate_mixed(
+    n: int, *, seed: int, shares: tuple[float, float, float] = (0.3, 0.3, 0.4), max_facts: int = 6,
+    abstain: float = 0.08, count: TokenCounter | None = None, max_mem_tokens: int = 128,
+) -> list[QARow]:
+    """``n`` rows drawn from the three families by ``shares`` (slots, narrative, dialogue), reproducible.
+
+    ``count`` is the model's token counter, so memories are cut to ``max_mem_tokens``
+    as recall cuts them (default: the packer's word counter). Dialogue rows whose
+    evidence the budget cut off are drawn again.
+    """
+    rng = random.Random(seed)
+    slot_rows = iter(generate_rows(n, seed=seed + 1, max_facts=max_facts, abstain=abstain))
+    rows: list[QARow] = []
+    while len(rows) < n:
+        family = rng.choices(FAMILIES, weights=shares)[0]
+        if family == "slots":
+            rows.append(next(slot_rows))
+        elif family == "narrative":
+            story = narrative_row(rng)
+            memory = pack_story(story, rng, count=count, max_mem_tokens=max_mem_tokens)
+            rows.append(QARow(memory, story.question, story.answer, len(story.lines), story.target_rank,
+                              "narrative", story.one_shot))
+        else:
+            talk = dialogue_row(rng)
+            memory, kept = pack_turns(talk, rng, count=count, max_mem_tokens=max_mem_tokens)
+            if kept:
+                rows.append(QARow(memory, talk.question, talk.answer, memory.count("\n") + 1, talk.target_rank,
+                                  "dialogue", talk.one_shot))
     return rows

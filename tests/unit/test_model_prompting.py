@@ -11,6 +11,7 @@ from hei_nw_plugin.model.prompting import (
     answer_messages,
     clean_answer,
     prompt_memory,
+    readable_dates,
 )
 
 
@@ -48,3 +49,15 @@ def test_adapter_route_hides_the_memory_text() -> None:
     assert prompt_memory("", "adapter") == ""
     assert prompt_memory("1. secret", "prefix") == "1. secret"
     assert prompt_memory("1. secret", "both") == "1. secret"
+
+
+def test_memory_dates_are_written_out_the_way_answers_give_them() -> None:
+    memory = "1. [2023-05-08] Caroline: I went to a support group yesterday.\n2. [2024-12-31] Tim: new year (x=2023-01-02)"
+    shown = prompt_memory(memory, "prefix")
+    assert shown.splitlines() == ["1. [8 May 2023] Caroline: I went to a support group yesterday.",
+                                  "2. [31 December 2024] Tim: new year (x=2023-01-02)"]  # only the line's own date
+    assert readable_dates("no dates here") == "no dates here"
+    assert readable_dates("1. [2023-13-40] odd") == "1. [2023-13-40] odd"
+    assert prompt_memory(memory, "both") == shown
+    assert "(attached)" == prompt_memory(memory, "adapter")
+    assert "[8 May 2023]" in answer_messages("When?", shown)[-1]["content"]

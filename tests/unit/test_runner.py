@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("langchain_core")
 
-from hei_nw_eval.baselines import RagStore, fit_transcript
+from hei_nw_eval.baselines import Bm25Store, RagStore, fit_transcript
 from hei_nw_eval.costs import AttentionShape, attention_flops, kv_cache_mb
 from hei_nw_eval.datasets import DatasetSample
 from hei_nw_eval.items import Episode, Question
@@ -112,6 +112,19 @@ def test_rag_store_returns_the_matching_chunk_first() -> None:
     assert ranked == ["c"] and "tractor" in text
 
 
+def test_bm25_store_ranks_by_shared_terms_and_writes_dated_lines() -> None:
+    pytest.importorskip("bm25s")
+    store = Bm25Store()
+    store.add([Episode(id="a", text="the violin sits in the loft", timestamp=datetime(2023, 5, 8, tzinfo=UTC)),
+               Episode(id="b", text="rain all week"), Episode(id="c", text="Tomas parked the tractor by the mill")])
+    text, ranked = store.search("where did Tomas park the tractor", k=2)
+    assert ranked[0] == "c" and text.splitlines()[0] == "1. Tomas parked the tractor by the mill"
+    store.add([Episode(id="d", text="violin lessons", timestamp=datetime(2023, 6, 1, tzinfo=UTC))])
+    text, ranked = store.search("violin", k=3)
+    assert set(ranked) == {"a", "d"} and "[2023-05-08]" in text  # new episodes are searched too
+    assert store.search("zebra", k=3) == ("", [])
+
+
 # ------------------------------------------------------------------ runner end to end (tiny model)
 
 
@@ -178,3 +191,34 @@ def test_set_route_moves_the_model_and_the_recorded_options_and_rejects_unknown(
     with pytest.raises(ValueError, match="route must be one of"):
         runner.set_route("sideways")
     assert runner.options.route == "prefix"
+
+
+def test_bm25_rag_runs_the_plain_model_over_lexical_hits(runner: EvalRunner) -> None:
+    pytest.importorskip("bm25s")
+    units = units_from_split(generate("A", 3, seed=0))
+    outs = runner.run("bm25-rag", units).outcomes
+    assert all(o.ranked is not None for o in outs)
+    assert runner.lm is not None and runner.lm.settings.model.memory_reader  # restored after the plain prompt
+    b0 = runner.run("B0", units).outcomes
+    assert all(a.prompt_tokens > b.prompt_tokens for a, b in zip(outs, b0, strict=True))
+
+
+def test_b1_is_paired_with_its_run_without_reader_and_with_the_baselines(runner: EvalRunner, tmp_path: Path) -> None:
+    units = units_from_split(generate("A", 3, seed=0))
+    out = tmp_path / "runs"
+    assert runner.lm is not None
+    for mode, reader in (("B0", True), ("B1", True), ("B1", False), ("rag", True)):
+        runner.lm.settings.model.memory_reader = reader
+        res = runner.run(mode, units)
+        rec = build_record(res, task="scenario:A", condition="full_cue", options=runner.options, model_id="tiny",
+                           generation={"seed": 0}, config={"memory_reader": reader}, tag="" if reader else "noreader")
+        write_run(rec, res, out)
+    runner.lm.settings.model.memory_reader = True
+    assert refresh_comparisons(out, n_boot=200) == 3  # B1, B1 (noreader) and rag against B0
+    records = {(r.mode, r.config.get("memory_reader")): r for r in load_records(out)}
+    b1 = records[("B1", True)]
+    assert {c.baseline for c in b1.comparisons} == {"B0", "B1 (noreader)", "rag"}
+    assert {c.baseline for c in records[("B1", False)].comparisons} == {"B0"}
+    for c in b1.comparisons:
+        assert c.diff.n == 3 and c.diff.low is not None and c.diff.low <= c.diff.value <= c.diff.high  # type: ignore[operator]
+    assert "abstained" in b1.metrics
