@@ -11,6 +11,7 @@ from these files alone (:mod:`hei_nw_eval.report`).
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -138,11 +139,17 @@ class RunRecord(BaseModel):
 
 
 def write_record(record: RunRecord, folder: str | Path) -> Path:
-    """Write ``record`` to ``<folder>/<run_id>.json`` (folder created) and return the path."""
+    """Write ``record`` to ``<folder>/<run_id>.json`` (folder created) and return the path.
+
+    Written to a temporary file and renamed, so runs writing into one folder at once
+    never read each other's half-written records.
+    """
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{record.run_id}.json"
-    path.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp = out_dir / f".{record.run_id}.{os.getpid()}.tmp"
+    tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 

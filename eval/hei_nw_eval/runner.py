@@ -25,6 +25,7 @@ the reader also with B1 without it and with each baseline (paired bootstrap).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -506,12 +507,14 @@ def build_record(
 
 def write_run(record: RunRecord, result: ModeResult, folder: str | Path) -> Path:
     """Write the record and its per-question sidecar; returns the record's path."""
-    path = write_record(record, folder)
     side = Path(folder) / f"{record.run_id}{SIDECAR}"
-    with side.open("w", encoding="utf-8") as fh:
+    side.parent.mkdir(parents=True, exist_ok=True)
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
         for o in result.outcomes:
             fh.write(json.dumps(asdict(o)) + "\n")
-    return path
+    os.replace(tmp, side)  # sidecar first: a record on disk always has its sidecar
+    return write_record(record, folder)
 
 
 def _sidecar(folder: Path, record: RunRecord) -> dict[str, dict[str, Any]] | None:
