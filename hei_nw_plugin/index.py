@@ -229,6 +229,7 @@ class USearchIndex:
             missing = np.setdiff1d(store_ids, have, assume_unique=True)
             for i in extra:
                 self._forget(int(i))
+            added = 0
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 vecs = load_keys([int(i) for i in chunk])
@@ -237,12 +238,14 @@ class USearchIndex:
                 if not good.all():  # deleted since the store was listed (another process), or a tampered key
                     log.warning("%d key(s) stay out of the index: deleted since the store's rows were listed, or "
                                 "malformed (run verify())", int((~good).sum()))
-                self._index.add(chunk[good], np.ascontiguousarray(vecs[good], dtype=np.float32), threads=1)
+                if good.any():  # all of a chunk can be gone: its zero rows then have no width at all
+                    self._index.add(chunk[good], np.ascontiguousarray(vecs[good], dtype=np.float32), threads=1)
+                    added += int(good.sum())
             changed = len(extra) + len(missing)
             if changed:
                 self._dirty += changed
                 self.save()
-            return len(missing), len(extra)
+            return added, len(extra)
 
 
 

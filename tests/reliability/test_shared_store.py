@@ -81,6 +81,12 @@ def test_keys_of_rows_deleted_by_another_process_do_not_break_a_refresh(tmp_path
     assert vecs.shape[0] == 4 and not vecs[1].any() and vecs[0].any()
     b.refresh("n")
     assert sorted(int(i) for i in b.index.get("n").ids()) == sorted(int(s) for s in b.store.seqs("n"))
+    # Every key of a catch-up gone at once: was "number of vector dimensions doesn't match" out of recall's refresh.
+    graph: Any = a.index.get("n")
+    a.delete(ids[2], namespace="n")
+    graph.remove([seqs[3]])  # as if this process had never seen it
+    b.delete(ids[3], namespace="n")
+    assert graph.reconcile(np.array(seqs[2:], dtype=np.uint64), a.store.key_vectors) == (0, 2)  # 1, 2 left; none added
     a.close(), b.close()
 
 

@@ -12,7 +12,8 @@ batches, one live version per key and that one the newest, every row decryptable
 rotation, ``verify()`` clean; and every worker's index, caught up with ``refresh``, equals
 the store's rows. Throughput (acknowledged writes and recalls per second, all processes
 together) and p50/p95 latency per call are reported, measured on this machine while the
-processes shared its cores.
+processes shared its cores; a recall's time includes the ``refresh`` before it, as a replica
+serving a request does it.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def concurrency(d: dict[str, Any], folder: Path) -> Findings:
         per("write calls / recalls per s", lambda r: f"{fmt_num(at(r, 'throughput', 'write_calls_per_s'))} / "
                                                    f"{fmt_num(at(r, 'throughput', 'recalls_per_s'))}"),
         per("write p50 / p95", lambda r: _ms(r.get("latency_ms"), "write")),
-        per("recall p50 / p95", lambda r: _ms(r.get("latency_ms"), "recall")),
+        per("recall, with the refresh before it, p50 / p95", lambda r: _ms(r.get("latency_ms"), "recall")),
+        per("delete p50 / p95", lambda r: _ms(r.get("latency_ms"), "delete")),
         per("lost / resurrected / unexpected / partial batches",
             lambda r: " / ".join(st(r, k) for k in ("lost", "resurrected", "unexpected", "partial_batches"))),
         per("keys (written by several processes)", lambda r: f"{st(r, 'keys')} ({fmt_int(r.get('keys_written_by_several_processes'))})"),
