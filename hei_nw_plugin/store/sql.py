@@ -5,7 +5,8 @@ provenance record and moves the chain head, so a crash leaves either the whole
 change or none of it. SQLite runs in WAL mode with ``synchronous=FULL`` and
 ``secure_delete=ON`` (deleted data keys are overwritten, not left in free
 pages) and takes the write lock at BEGIN so concurrent processes serialise.
-On PostgreSQL the chain head row is locked ``FOR UPDATE``.
+On PostgreSQL the chain head row is locked ``FOR UPDATE``. The row format is in
+:mod:`.records`; backups, rotation and ``verify()`` in :mod:`.maintenance`.
 """
 
 from __future__ import annotations
@@ -13,26 +14,22 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, or_, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from hei_nw_plugin.errors import (
     CommitUnknownError,
-    ConfigError,
     DecryptionError,
     IntegrityError,
     StoreUnavailableError,
@@ -41,72 +38,20 @@ from hei_nw_plugin.errors import (
 from hei_nw_plugin.keyer import unpack_sparse
 from hei_nw_plugin.store import attest, crypto, faults
 from hei_nw_plugin.store.keys import KeyProvider
+from hei_nw_plugin.store.maintenance import StoreMaintenance
+from hei_nw_plugin.store.records import GENESIS, NewTrace, StoredRef, aad, alive, seal_row, trace_values, write_record
 from hei_nw_plugin.store.schema import COLUMNS_ADDED, meta, metadata, provenance, replay_queue, trace_keys, traces
 from hei_nw_plugin.types import SourcePointer, Trace
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
 _ATTEST_CHUNK = 4096
 """Rows per provenance lookup when reads check rows against their records."""
 _HEAD = "hei_chain_head"
 """Connection.info key: the provenance chain head moved inside the current transaction."""
 
 
-@dataclass
-class NewTrace:
-    """A trace about to be stored (plaintext side)."""
-
-    namespace: str
-    text: str
-    slots: dict[str, Any]
-    metadata: dict[str, Any]
-    source: SourcePointer
-    key_blob: bytes
-    created_at: float
-    expires_at: float | None
-    pinned: bool
-    gate_score: float
-    gate: dict[str, Any]
-    ext_key: str | None = None
-    features: bytes = b""
-    cold: bool = False
-    id: str = field(default_factory=lambda: new_trace_id())
-
-
-def new_trace_id() -> str:
-    """Time-ordered id: 12 hex digits of ms since epoch + 16 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
-
-
-@dataclass
-class StoredRef:
-    seq: int
-    id: str
-    replaced_seq: int | None = None
-
-
-@dataclass
-class VerifyProblem:
-    kind: str  # one of attest.Problem's kinds, or missing_row, head_mismatch
-    detail: str
-    provenance_seq: int | None = None
-    trace_id: str | None = None
-
-
-def _alive() -> Any:
-    """Rows not past their expiry: an expired trace reads as gone even before evict() deletes it.
-
-    A pinned trace is alive whatever its expiry (pinning a trace written with a TTL keeps it readable, as evict() keeps it).
-    """
-    return or_(traces.c.pinned.is_(True), traces.c.expires_at.is_(None), traces.c.expires_at > time.time())
-
-
-def _aad(namespace: str, trace_id: str, key_blob: bytes, created_at: float, ext_key: str | None) -> bytes:
-    return crypto.canonical({"ns": namespace, "id": trace_id, "key": crypto.sha256_hex(key_blob), "t": repr(created_at), "ext": ext_key})
-
-
-class SQLTraceStore:
+class SQLTraceStore(StoreMaintenance):
     """SQLAlchemy implementation of the trace store."""
 
     def __init__(self, url: str, keys: KeyProvider, *, pool_size: int = 5, reconnect_s: float = 15.0,
@@ -263,10 +208,10 @@ class SQLTraceStore:
             if any(r.ext_key is not None for r in rows):
                 return [self._insert_one(conn, row, kek_id, kek, priority[i] if priority is not None else row.gate_score)
                         for i, row in enumerate(rows)]
-            sealed = [self._seal(row, kek) for row in rows]
+            sealed = [seal_row(row, kek) for row in rows]
             seqs = [int(r.seq) for r in conn.execute(
                 insert(traces).returning(traces.c.seq, sort_by_parameter_order=True),
-                [self._trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)])]
+                [trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)])]
             conn.execute(insert(trace_keys), [{"trace_seq": seq, "kek_id": kek_id, "wrapped_dek": w}
                                               for seq, (_b, w) in zip(seqs, sealed, strict=True)])
             queued = [{"trace_seq": seq, "namespace": row.namespace, "enqueued_at": row.created_at,
@@ -274,7 +219,7 @@ class SQLTraceStore:
                       for i, (seq, row) in enumerate(zip(seqs, rows, strict=True)) if not row.cold]  # cold: never consolidated
             if queued:
                 conn.execute(insert(replay_queue), queued)
-            self._append_many(conn, [(row.namespace, "write", row.id, self._write_record(row, blob, seq))
+            self._append_many(conn, [(row.namespace, "write", row.id, write_record(row, blob, seq))
                                      for row, (blob, _w), seq in zip(rows, sealed, seqs, strict=True)])
         return [StoredRef(seq=seq, id=row.id) for seq, row in zip(seqs, rows, strict=True)]
 
@@ -294,33 +239,14 @@ class SQLTraceStore:
             if old is not None:
                 self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
                 replaced = int(old.seq)
-        blob, wrapped = self._seal(row, kek)
-        seq = int(conn.execute(insert(traces).values(**self._trace_values(row, blob)).returning(traces.c.seq)).scalar_one())
+        blob, wrapped = seal_row(row, kek)
+        seq = int(conn.execute(insert(traces).values(**trace_values(row, blob)).returning(traces.c.seq)).scalar_one())
         conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
         if not row.cold:  # a cold trace is never consolidated
             conn.execute(insert(replay_queue).values(
                 trace_seq=seq, namespace=row.namespace, enqueued_at=row.created_at, priority=priority, replay_count=0))
-        self._append(conn, row.namespace, "write", row.id, self._write_record(row, blob, seq))
+        self._append(conn, row.namespace, "write", row.id, write_record(row, blob, seq))
         return StoredRef(seq=seq, id=row.id, replaced_seq=replaced)
-
-    @staticmethod
-    def _seal(row: NewTrace, kek: bytes) -> tuple[bytes, bytes]:
-        payload = crypto.canonical({"text": row.text, "slots": row.slots, "metadata": row.metadata,
-                                    "source": row.source.model_dump(exclude_none=True),
-                                    "f": base64.b64encode(row.features).decode("ascii")})
-        return crypto.seal(payload, _aad(row.namespace, row.id, row.key_blob, row.created_at, row.ext_key), kek)
-
-    @staticmethod
-    def _trace_values(row: NewTrace, blob: bytes) -> dict[str, Any]:
-        return {"id": row.id, "namespace": row.namespace, "ext_key": row.ext_key, "key_blob": row.key_blob, "payload": blob,
-                "created_at": row.created_at, "expires_at": row.expires_at, "pinned": row.pinned,
-                "gate_score": row.gate_score, "recall_count": 0, "tier": 1 if row.cold else 0}
-
-    @staticmethod
-    def _write_record(row: NewTrace, blob: bytes, seq: int) -> dict[str, Any]:
-        return {"content_hash": crypto.sha256_hex(blob, row.key_blob), "source": row.source.model_dump(exclude_none=True),
-                "gate": row.gate, "created_at": repr(row.created_at), "pinned": row.pinned, "ext_key": row.ext_key,
-                "seq": seq, "expires_at": repr(row.expires_at)}
 
     def _delete_rows(self, conn: Connection, namespace: str, rows: Iterable[tuple[int, str]], *, reason: str) -> None:
         for seq, tid in rows:
@@ -351,50 +277,6 @@ class SQLTraceStore:
             self._delete_rows(conn, namespace, sorted(rows), reason=reason)
         if self.is_sqlite:
             self._checkpoint()
-
-    def backup(self, path: str | Path) -> Path:
-        """Copy a SQLite store to ``path`` (a new file) with SQLite's online backup API; returns the path.
-
-        The copy is one consistent snapshot, taken while writers keep running. It
-        holds ciphertexts and wrapped data keys, never the key-encryption keys: the
-        key provider is needed to read it. A trace deleted before the backup has no
-        data key in it (``secure_delete`` zeroes freed space, and the copy is made
-        from the pages as they are now).
-        """
-        if not self.is_sqlite:
-            raise ConfigError("backup() copies SQLite stores; back up PostgreSQL with pg_dump")
-        dest = Path(path)
-        if dest.exists():
-            raise ConfigError(f"{dest} exists; a backup never overwrites a file")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._lock, self.engine.connect() as conn:
-                src: Any = conn.connection.driver_connection
-                dst = sqlite3.connect(dest)
-                try:
-                    src.backup(dst)
-                finally:
-                    dst.close()
-        except (SQLAlchemyError, sqlite3.Error) as err:
-            dest.unlink(missing_ok=True)
-            raise StoreUnavailableError(f"backup to {dest} failed: {err}") from err
-        return dest
-
-    def _checkpoint(self) -> None:
-        """Fold the WAL into the database so shredded keys leave no copy in the log file.
-
-        Advisory: the delete has committed by now, so a failure (a full disk, a reader in another
-        process holding an old snapshot) is logged and the next checkpoint catches up.
-        """
-        try:
-            with self.engine.connect() as conn:
-                raw: Any = conn.connection.driver_connection  # autocommit DBAPI connection: no BEGIN around the pragma
-                busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except (SQLAlchemyError, sqlite3.Error) as err:
-            log.warning("WAL checkpoint failed (%s); deleted data keys stay in %s-wal until the next one", err, self.url)
-            return
-        if busy:
-            log.warning("WAL checkpoint blocked by a reader; deleted data keys stay in %s-wal until the next one", self.url)
 
     @faults.retrying
     def set_pinned(self, namespace: str, trace_id: str, pinned: bool) -> int:
@@ -431,53 +313,6 @@ class SQLTraceStore:
             for seq, (n, at) in counts.items():
                 conn.execute(update(traces).where(traces.c.seq == seq).values(
                     recall_count=traces.c.recall_count + n, last_recalled_at=at))
-
-    def rotate(self) -> tuple[str, int]:
-        """New current KEK, every DEK re-wrapped in one transaction, old KEKs retired; returns (kek_id, rewrapped).
-
-        The KEKs a rotation moves this store's rows off are named in its signed
-        ``rotate`` record, and every rotation retires what earlier records named and
-        no row uses: a rotation killed between its commit and its retirements would
-        otherwise leave the old KEK in the key provider for good. KEKs this store
-        never used are left alone, since another store may share the key provider.
-        """
-        new_id = self.keys.new_kek()
-        n = self._rewrap(new_id)
-        for kid in self._retirable(new_id):
-            self.keys.retire_kek(kid)
-        return new_id, n
-
-    @faults.retrying
-    def _rewrap(self, new_id: str) -> int:
-        new_kek = self.keys.kek(new_id)
-        n = 0
-        with self._tx() as conn:
-            rows = conn.execute(select(
-                trace_keys.c.trace_seq, trace_keys.c.kek_id, trace_keys.c.wrapped_dek, traces.c.namespace, traces.c.id,
-                traces.c.key_blob, traces.c.created_at, traces.c.ext_key,
-            ).join(traces, traces.c.seq == trace_keys.c.trace_seq)).all()
-            for r in rows:
-                aad = _aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
-                dek = crypto.unwrap(r.wrapped_dek, aad, self.keys.kek(r.kek_id))
-                conn.execute(update(trace_keys).where(trace_keys.c.trace_seq == r.trace_seq).values(
-                    kek_id=new_id, wrapped_dek=crypto.wrap(dek, aad, new_kek)))
-                n += 1
-            retires = sorted({r.kek_id for r in rows} - {new_id})
-            self._append(conn, "", "rotate", None, {"kek_id": new_id, "rewrapped": n, "retires": retires})
-        return n
-
-    @faults.retrying
-    def _retirable(self, new_id: str) -> set[str]:
-        """KEKs a rotate record named that no row uses any more (and that the key provider still holds)."""
-        with self._read() as conn:
-            used = set(conn.execute(select(trace_keys.c.kek_id).distinct()).scalars().all())
-            named: set[str] = set()
-            for (text,) in conn.execute(select(provenance.c.record).where(provenance.c.event == "rotate")).all():
-                try:
-                    named.update(json.loads(text).get("retires", []))
-                except (ValueError, AttributeError, TypeError):
-                    continue  # a damaged record retires nothing; verify() names it
-        return (named & set(self.keys.kek_ids())) - used - {new_id}
 
     # -------------------------------------------------------------------- reads
     @faults.retrying
@@ -550,7 +385,7 @@ class SQLTraceStore:
             return {}, {}, []
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
-        ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace, _alive())
+        ).where(traces.c.seq.in_(list(seqs)), traces.c.namespace == namespace, alive())
         with self._read() as conn:
             rows = conn.execute(q).all()
             refused = self._attest(conn, rows) if attest else {}
@@ -618,8 +453,8 @@ class SQLTraceStore:
     def _decode_with_features(self, r: Any) -> tuple[Trace, np.ndarray | None]:
         if r.wrapped_dek is None:
             raise DecryptionError("data key missing")
-        aad = _aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
-        payload = json.loads(crypto.open_sealed(r.payload, r.wrapped_dek, aad, self.keys.kek(r.kek_id)))
+        bound = aad(r.namespace, r.id, r.key_blob, r.created_at, r.ext_key)
+        payload = json.loads(crypto.open_sealed(r.payload, r.wrapped_dek, bound, self.keys.kek(r.kek_id)))
         raw_f = base64.b64decode(payload["f"]) if payload.get("f") else b""
         feats = np.frombuffer(raw_f, dtype=np.float16).astype(np.float32) if raw_f else None
         return Trace(
@@ -634,7 +469,7 @@ class SQLTraceStore:
     @faults.retrying
     def _one(self, namespace: str, cond: Any) -> Trace | None:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
-            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond, _alive())
+            trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True).where(traces.c.namespace == namespace, cond, alive())
         with self._read() as conn:
             r = conn.execute(q).first()
             if r is None:
@@ -672,7 +507,7 @@ class SQLTraceStore:
     def list_traces(self, namespace: str, *, limit: int, offset: int) -> list[Trace]:
         q = select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
             trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True,
-        ).where(traces.c.namespace == namespace, _alive()).order_by(traces.c.seq).limit(limit).offset(offset)
+        ).where(traces.c.namespace == namespace, alive()).order_by(traces.c.seq).limit(limit).offset(offset)
         with self._read() as conn:
             rows = conn.execute(q).all()
             refused = self._attest(conn, rows)
@@ -721,52 +556,6 @@ class SQLTraceStore:
         with self._tx() as conn:
             conn.execute(update(replay_queue).where(replay_queue.c.trace_seq.in_(list(seqs))).values(
                 replay_count=replay_queue.c.replay_count + 1))
-
-    # ------------------------------------------------------------------- verify
-    @faults.retrying
-    def verify(self, *, namespace: str | None = None, deep: bool = True) -> tuple[int, list[VerifyProblem]]:
-        """Walk the provenance chain and the live rows; returns (records checked, problems).
-
-        Each problem names the provenance record (seq) or trace it is about; the
-        checks themselves are :mod:`hei_nw_plugin.store.attest`'s. ``deep`` also
-        decrypts every live row.
-        """
-        problems: list[VerifyProblem] = []
-        with self._read() as conn:
-            records = conn.execute(select(provenance).order_by(provenance.c.seq)).all()
-            head = conn.execute(select(meta.c.value).where(meta.c.name == "chain_head")).scalar()
-            live = conn.execute(select(traces, trace_keys.c.kek_id, trace_keys.c.wrapped_dek).join(
-                trace_keys, trace_keys.c.trace_seq == traces.c.seq, isouter=True)).all()
-        prev = GENESIS
-        histories: dict[str, attest.TraceHistory] = {}
-        for p in records:
-            record, found = attest.record_problems(p, self.keys, prev)
-            problems += [VerifyProblem(kind, detail, p.seq, p.trace_id) for kind, detail in found]
-            tid = record.get("trace_id") if record is not None else None
-            if tid:
-                histories.setdefault(tid, attest.TraceHistory()).apply(record, int(p.seq))  # type: ignore[arg-type]
-            prev = p.record_hash
-        if head != prev:
-            problems.append(VerifyProblem("head_mismatch", "chain head does not match the last record (log truncated?)"))
-        live_ids = set()
-        for r in live:
-            if namespace is not None and r.namespace != namespace:
-                continue
-            live_ids.add(r.id)
-            found = attest.row_problems(r, histories.get(r.id))
-            problems += [VerifyProblem(kind, detail, trace_id=r.id) for kind, detail in found]
-            if deep and not found:
-                try:
-                    self._decode(r)
-                except DecryptionError as err:
-                    problems.append(VerifyProblem("tampered_row", str(err), trace_id=r.id))
-        for tid, h in histories.items():
-            if h.write is None or (namespace is not None and h.write.get("ns") != namespace):
-                continue
-            if not h.deleted and tid not in live_ids:
-                problems.append(VerifyProblem("missing_row", "trace was written, never deleted, and is gone", h.write_seq, tid))
-        return len(records), problems
-
 
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")

@@ -32,7 +32,8 @@ def test_write_recall_delete_verify(backend_settings: HeiNwSettings, minilm: Any
     mem = HEIMemory(backend_settings, embedder=minilm)
     ids = [mem.write({**e, "pin": True}, namespace="tenant-a").trace_id for e in EPISODES]
     mem.write({"text": "Tenant B's safe code is 5512.", "pin": True}, namespace="tenant-b")
-    assert not mem.write("ok thanks, sounds good!", namespace="tenant-a").accepted
+    chat = mem.write("ok thanks, sounds good!", namespace="tenant-a")
+    assert chat.tier == "cold" and chat.reason == "cold"  # kept, but ranked below the facts
 
     r = mem.recall({"text": "Where does Priya keep the spare key?", "slots": {"who": "Priya"}}, k=2, namespace="tenant-a")
     assert r.traces[0].trace.id == ids[0]
@@ -44,14 +45,14 @@ def test_write_recall_delete_verify(backend_settings: HeiNwSettings, minilm: Any
     assert ids[0] not in [t.trace.id for t in r2.traces]
     report = mem.verify()
     assert report.ok, report.problems
-    assert report.live_traces == 4
+    assert report.live_traces == 5  # 3 facts left in tenant-a, the cold chat turn, tenant-b's fact
     mem.close()
 
     # Reopen: index comes back from file or store, signatures still verify.
     again = HEIMemory(backend_settings, embedder=minilm)
     r3 = again.recall({"text": "When is the offsite?", "slots": {"who": "Marco"}}, k=1, namespace="tenant-a")
     assert r3.traces[0].trace.id == ids[1]
-    assert again.rotate_keys() == 4
+    assert again.rotate_keys() == 5
     assert again.verify().ok
     again.close()
 

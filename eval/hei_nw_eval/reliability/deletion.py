@@ -42,7 +42,7 @@ from hei_nw_plugin.index import USearchIndex
 from hei_nw_plugin.replay import ReplayScheduler
 from hei_nw_plugin.store.crypto import NONCE_BYTES
 from hei_nw_plugin.store.keys import LocalKeyFile
-from hei_nw_plugin.store.sql import _aad
+from hei_nw_plugin.store.records import aad as _aad
 
 FRAGMENT = 16
 WRAPPED_LEN = NONCE_BYTES + 32 + 16  # nonce + AES-256 key + GCM tag
