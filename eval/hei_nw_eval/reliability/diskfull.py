@@ -6,12 +6,13 @@ Two scenarios, each on a fresh tmpfs of ``--size-mb`` (mounted for the check, un
 
 * **store**: the whole data folder is on it. Writes, batches, deletes, pins, key rotations,
   evictions and recalls run until writes keep failing; each round a filler file takes half
-  the free space first, then goes, so space returns. Every failing call must raise
+  the free space first, then goes. Every failing call must raise
   :class:`DiskFullError` (a clear error that names the disk and says nothing was stored).
 * **index**: only the index folder is on it; SQLite has room. Writes must keep succeeding
   while index saves fail (they log and leave the store as the source of truth).
 
-After the last round the same memory keeps writing (no reopen), then closes; a fresh one
+After the last round the file system grows to twice its size (space returns, as an operator
+would give it), and the same memory keeps writing (no reopen), then closes; a fresh one
 must find every acknowledged write with its text and no acknowledged delete, no write
 whose call failed, SQLite's ``integrity_check`` ok, ``verify()`` clean, each index equal
 to the store's rows once opened, no temp file left, and recall of a sample of
@@ -97,6 +98,7 @@ class Scenario:
     index_saves_failed: int = 0  # failed saves of index files and lexical indexes (logged warnings)
     writes_after_space_returned: int = 0
     writes_failed_after_space_returned: int = 0
+    close_error: str | None = None  # closing the memory once space returned failed (must be None)
     lost: int = 0
     wrong_text: int = 0
     resurrected: int = 0
@@ -111,7 +113,7 @@ class Scenario:
 
     @property
     def failed(self) -> bool:
-        return bool(self.unclear_errors or self.lost or self.wrong_text or self.resurrected or self.failed_writes_present
+        return bool(self.close_error or self.unclear_errors or self.lost or self.wrong_text or self.resurrected or self.failed_writes_present
                     or self.integrity != "ok" or self.verify_problems or self.index_mismatch or self.leftover_temp_files
                     or self.recall_missed or self.writes_failed_after_space_returned or not self.writes_after_space_returned
                     or (self.name == "store" and not self.failed_writes) or (self.name == "index" and self.failed_writes)
@@ -290,12 +292,17 @@ def _scenario(name: str, root: Path, emb: Embedder, *, size_mb: int, rounds: int
                 n = _fill_round(sc, led, mem, full_dir, rng, n, max_calls, lambda: counter.index_saves_failed)
                 log(f"  {name}: round {i + 1}/{rounds}: {sc.acked_events} events acknowledged, {sc.failed_writes} writes "
                     f"failed, errors {sc.errors}")
-            for _ in range(20):  # space has returned: the same memory must write again without reopening
+            # Space returns as an operator gives it back: the file system grows to twice its size.
+            subprocess.run(["mount", "-o", f"remount,size={2 * size_mb}m", str(full_dir)], check=True, capture_output=True)
+            for _ in range(20):  # the same memory must write again without reopening
                 n += 1
                 failed = _op(sc, led, mem, rng, n, writes_only=True)
                 sc.writes_after_space_returned += not failed
                 sc.writes_failed_after_space_returned += failed
-            mem.close()
+            try:
+                mem.close()
+            except Exception as err:  # noqa: BLE001 - counted: closing with room on the disk must work
+                sc.close_error = f"{type(err).__name__}: {err}"
             _check_reopened(sc, led, data, emb, rng)
     finally:
         saves.removeHandler(counter)
