@@ -2,8 +2,10 @@
 
 Everything shown is read back from the JSON records (:mod:`hei_nw_eval.records`):
 nothing is recomputed from raw predictions, so a report can be rebuilt on any
-machine from the committed JSON. Per task there is a metrics table (value and
-95% CI), the paired comparisons between modes, any per-group breakdown, and one
+machine from the committed JSON. A folder holding several tasks opens with the
+headline tables of :mod:`hei_nw_eval.headline` (one figure per task and mode, B1's
+paired differences, prompt tokens and latency per mode). Per task there is a
+metrics table (value and 95% CI), the paired comparisons between modes, any per-group breakdown, and one
 plot per curve name with a line per (condition, mode). The HTML embeds its plots
 as base64 PNG; the Markdown links the same PNGs, written to ``figures/``.
 """
@@ -55,6 +57,13 @@ def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title
 
     md: list[str] = [f"# {title}", "", _sources_md(records), ""]
     body: list[str] = [f"<h1>{html.escape(title)}</h1>", _sources_html(records)]
+    if len(by_task) > 1:
+        from hei_nw_eval.headline import headline_tables
+
+        for table in headline_tables(records):
+            if table.rows:
+                md += [f"**{table.title}**", ""] + _md_table(table.header, table.rows) + [""]
+                body.append(f"<h3>{html.escape(table.title)}</h3>" + _html_table(table.header, table.rows))
     written: list[Path] = []
     for task, runs in by_task.items():
         md += [f"## {task}", ""]

@@ -100,3 +100,34 @@ def test_runs_of_one_mode_are_told_apart_by_route_and_reader() -> None:
     bare = RunRecord(run_id="b", task="t", mode="B1", n_items=1, config={"memory_reader": False, "options": {"route": "adapter"}})
     assert mode_label(plain) == "B1"
     assert mode_label(bare) == "B1 (adapter, noreader)"
+
+
+def test_headline_tables_show_every_mode_b1s_differences_and_costs(tmp_path: Path) -> None:
+    from hei_nw_eval.headline import headline_tables, tables_markdown
+
+    runs = tmp_path / "runs"
+    for task in ("babi:qa1", "locomo"):
+        metric = "locomo_f1_cat1-4" if task == "locomo" else "em"
+        for mode, reader, vals in (("B0", True, [0, 0, 0, 1]), ("B1", True, [1, 1, 0, 1]),
+                                   ("B1", False, [0, 1, 0, 1]), ("rag", True, [0, 1, 0, 0])):
+            rec = _record(mode, vals, [0, 1, 2, 3])
+            rec.task, rec.condition = task, None
+            rec.run_id = f"{task.replace(':', '-')}-{mode}{'' if reader else '-noreader'}"
+            rec.config = {"memory_reader": reader}
+            rec.metrics[metric] = rec.metrics.pop("em") if metric != "em" else rec.metrics["em"]
+            rec.metrics["prompt_tokens"] = MetricValue(value=150.0 + len(mode), low=140.0, high=160.0, n=4, unit="tokens")
+            if mode == "B1" and reader:
+                diff = M.paired_bootstrap_diff([1, 1, 0, 1], [0, 1, 0, 1], n_boot=300)
+                rec.comparisons.append(Comparison(metric=metric, mode="B1", baseline="B1 (noreader)",
+                                                  diff=MetricValue.of(diff), excludes_zero=False, seed=0))
+            write_record(rec, runs)
+    quality, diffs, costs = headline_tables(load_records(runs))
+    assert quality.header == ["task", "metric", "B0", "B1", "B1 (noreader)", "rag"]
+    assert [row[:2] for row in quality.rows] == [["babi:qa1", "em"], ["locomo", "locomo_f1_cat1-4"]]
+    assert quality.rows[0][3].startswith("0.750 [") and quality.rows[0][3].endswith("n=4")
+    assert [(r[0], r[2]) for r in diffs.rows] == [("babi:qa1", "B1 − B1 (noreader)"), ("locomo", "B1 − B1 (noreader)")]
+    assert len(costs.rows) == 8 and costs.rows[0][2].startswith("152.0 [140.0, 160.0]")
+    assert "| babi:qa1 | em |" in tables_markdown([quality])
+    files = build_report(runs, tmp_path / "out")
+    assert "Headline: quality per task and mode" in files.markdown.read_text()
+    assert "Headline: cost per answer" in files.html.read_text()
