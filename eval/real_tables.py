@@ -11,15 +11,12 @@ and prints the headline tables. No model is loaded and nothing is rerun.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hei_nw_eval.headline import headline_tables, tables_markdown  # noqa: E402
-from hei_nw_eval.records import load_records  # noqa: E402
-from hei_nw_eval.report import build_report  # noqa: E402
-from hei_nw_eval.runner import refresh_comparisons  # noqa: E402
+from hei_nw_eval.headline import headline_tables, tables_markdown
+from hei_nw_eval.records import load_records
+from hei_nw_eval.report import build_report
+from hei_nw_eval.runner import refresh_comparisons
 
 
 def main(argv: list[str] | None = None) -> None:
