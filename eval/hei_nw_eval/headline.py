@@ -66,7 +66,9 @@ def headline_tables(records: list[RunRecord]) -> list[Table]:
     if not tasks:
         return []
     cols = _columns(tasks)
-    quality, diffs, costs = [], [], []
+    quality: list[list[str]] = []
+    diffs: list[list[str]] = []
+    costs: list[list[str]] = []
     for task, runs in sorted(tasks.items()):
         metric = headline_metric(task)
         quality.append([task, metric, *[_cell(runs[c].metrics.get(metric)) if c in runs else "" for c in cols]])
@@ -75,8 +77,8 @@ def headline_tables(records: list[RunRecord]) -> list[Table]:
             found = {c.baseline: c for c in b1.comparisons if c.metric == metric}
             for other in B1_AGAINST:
                 if other in found:
-                    c = found[other]
-                    diffs.append([task, metric, f"B1 − {other}", _cell(c.diff), "yes" if c.excludes_zero else "no"])
+                    comp = found[other]
+                    diffs.append([task, metric, f"B1 − {other}", _cell(comp.diff), "yes" if comp.excludes_zero else "no"])
             if "locomo_f1_cat5" in b1.metrics:
                 extra = [f"{c}: {_cell(runs[c].metrics.get('locomo_f1_cat5'))}" for c in cols
                          if c in runs and "locomo_f1_cat5" in runs[c].metrics]
