@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hei_nw_eval import metrics as M
-from hei_nw_eval.retrieval_check import _GateLog
+from hei_nw_eval.engine_io import GateLog
 from hei_nw_eval.runner import EvalRunner, ModeResult, Outcome, Unit, build_record, write_run
 
 ORDER_NAMES = {"ca2": "scheduled", "shuffled": "shuffled"}
@@ -129,7 +129,7 @@ def run_consolidation_eval(
     opts = runner.options
     one_shot = units[0].one_shot if units else None
     for order in orders:
-        log = _GateLog([], [], [], 0, runner.base_settings.gate.tau)
+        log = GateLog([], [], [], 0, runner.base_settings.gate.tau)
         with runner._memory() as mem, _tmp_dir(runner) as adapters:
             for unit in units:
                 runner._write(mem, unit.writes, unit.namespace, log)
@@ -192,7 +192,7 @@ def run_consolidation_eval(
     return result, written
 
 
-def _record(runner: EvalRunner, mode: str, outs: list[Outcome], log: _GateLog, task: str, condition: str | None,
+def _record(runner: EvalRunner, mode: str, outs: list[Outcome], log: GateLog, task: str, condition: str | None,
             tag: str, out: Path, settings_model: Any, note: dict[str, Any] | None = None) -> Path:
     lm = runner.lm
     assert lm is not None

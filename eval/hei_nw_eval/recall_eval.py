@@ -36,9 +36,9 @@ import numpy as np
 
 from hei_nw_eval import metrics as M
 from hei_nw_eval.baselines import RagStore
+from hei_nw_eval.engine_io import CachingEmbedder, episode_event, write_batches
 from hei_nw_eval.items import Episode
 from hei_nw_eval.records import Comparison, Curve, CurvePoint, MetricValue, RunRecord, git_commit, write_record
-from hei_nw_eval.retrieval_check import CachingEmbedder, _batches, _event
 
 if TYPE_CHECKING:
     from hei_nw_eval.runner import Unit
@@ -63,7 +63,7 @@ class Ranked:
 
 
 @dataclass
-class GateLog:
+class TierLog:
     """What HEI-NW's gate did with the episodes (by episode id)."""
 
     tier: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, episode id) -> 'salient' | 'cold'
@@ -77,7 +77,7 @@ class SystemRun:
     system: str
     ranked: list[Ranked]
     wall_s: float
-    gate: GateLog | None = None
+    gate: TierLog | None = None
 
 
 # ------------------------------------------------------------------ retrievers
@@ -86,7 +86,7 @@ def _hei_nw(units: Sequence[Unit], embedder: Embedder, settings: HeiNwSettings, 
 
     t0 = time.perf_counter()
     out: list[Ranked] = []
-    log = GateLog()
+    log = TierLog()
     with tempfile.TemporaryDirectory(prefix="hei-recall-", dir=work_dir) as tmp:
         data = settings.model_dump()
         data["store"].update(data_dir=Path(tmp), url=None)
@@ -94,8 +94,8 @@ def _hei_nw(units: Sequence[Unit], embedder: Embedder, settings: HeiNwSettings, 
         mem = HEIMemory(HeiNwSettings.build(**data), embedder=embedder, persist_index=False)
         try:
             for unit in units:
-                for part in _batches(unit.writes, 256, use_keys=False):
-                    decisions = mem.write_many([_event(e, pin=False, use_keys=False) for e in part], namespace=unit.namespace)
+                for part in write_batches(unit.writes, 256, use_keys=False):
+                    decisions = mem.write_many([episode_event(e, pin=False, use_keys=False) for e in part], namespace=unit.namespace)
                     for ep, d in zip(part, decisions, strict=True):
                         log.offered += 1
                         log.tokens += mem.packer.count(ep.text)
@@ -223,7 +223,7 @@ def _metrics(vals: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, M
     return {name: MetricValue.of(M.bootstrap_ci(v, n_boot=n_boot, seed=seed)) for name, v in vals.items() if len(v)}
 
 
-def _gate_metrics(run: SystemRun, units: Sequence[Unit], source: str) -> dict[str, MetricValue]:
+def _tier_metrics(run: SystemRun, units: Sequence[Unit], source: str) -> dict[str, MetricValue]:
     log = run.gate
     assert log is not None
     evidence = {(u.namespace, e) for u in units for e in u.question.evidence
@@ -257,7 +257,7 @@ def build_records(runs: dict[str, SystemRun], units: Sequence[Unit], *, task: st
         metrics["recall_p50"] = MetricValue(value=lat.p50_ms, n=lat.n, unit="ms")
         metrics["recall_p95"] = MetricValue(value=lat.p95_ms, n=lat.n, unit="ms")
         if run.gate is not None:
-            metrics.update(_gate_metrics(run, units, source))
+            metrics.update(_tier_metrics(run, units, source))
         breakdown: dict[str, dict[str, MetricValue]] = {}
         for cat in sorted({r.category for r in run.ranked if r.category is not None and r.relevant}):
             group = [r for r in run.ranked if r.category == cat and r.relevant]

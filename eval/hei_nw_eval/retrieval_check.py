@@ -40,11 +40,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from hei_nw_eval import metrics as M
+from hei_nw_eval.engine_io import CachingEmbedder, GateLog, episode_event, gate_metrics, write_batches
 from hei_nw_eval.items import Episode, Item, Split
 from hei_nw_eval.records import Comparison, Curve, MetricValue, RunRecord, git_commit, write_record
 from hei_nw_eval.scenarios import generate
@@ -71,35 +72,6 @@ CONFIGS: tuple[EngineConfig, ...] = (
 )
 
 
-class CachingEmbedder:
-    """Wraps an embedder so each distinct text is embedded once across memories."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self._cache: dict[str, np.ndarray] = {}
-        self.embed_seconds = 0.0
-        self.embedded_texts = 0
-
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
-
-    def warm(self, texts: Sequence[str], batch: int = 256) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            t0 = time.perf_counter()
-            vecs = self.inner.embed(chunk)
-            self.embed_seconds += time.perf_counter() - t0
-            self.embedded_texts += len(chunk)
-            for text, vec in zip(chunk, vecs, strict=True):
-                self._cache[text] = np.asarray(vec, dtype=np.float32)
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        self.warm(texts)
-        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-
-
 @dataclass
 class _QueryResult:
     ranked: list[str]
@@ -110,33 +82,8 @@ class _QueryResult:
     stages_ms: dict[str, float]
 
 
-@dataclass
-class _GateLog:
-    scores: list[float]
-    labels: list[bool]
-    accepted: list[bool]
-    tokens: int
-    tau: float
-
-
-def _event(ep: Episode, *, pin: bool, use_keys: bool) -> Any:
-    from hei_nw_plugin import MemoryEvent, SourcePointer
-
-    src = ep.source
-    return MemoryEvent(
-        text=ep.text,
-        slots=dict(ep.slots),
-        key=ep.key if use_keys else None,
-        metadata={"episode_id": ep.id},
-        source=SourcePointer(conversation_id=src.conversation_id if src else None, turn=src.turn if src else None),
-        pin=pin,
-        timestamp=ep.timestamp,
-        label=ep.should_remember,
-    )
-
-
 def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, gate: str, use_keys: bool,
-           log: _GateLog, batch: int = 256, rng: random.Random | None = None, rate: float = 0.0) -> None:
+           log: GateLog, batch: int = 256, rng: random.Random | None = None, rate: float = 0.0) -> None:
     if gate == "oracle":
         chosen = [e for e in episodes if e.should_remember]
     elif gate == "random":
@@ -144,8 +91,8 @@ def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, gate: st
         chosen = [e for e in episodes if rng.random() < rate]
     else:
         chosen = list(episodes)
-    for part in _batches(chosen, batch, use_keys):
-        events = [_event(e, pin=gate != "live", use_keys=use_keys) for e in part]
+    for part in write_batches(chosen, batch, use_keys):
+        events = [episode_event(e, pin=gate != "live", use_keys=use_keys) for e in part]
         decisions = mem.write_many(events, namespace=namespace)
         if gate == "live":
             for ep, d in zip(part, decisions, strict=True):
@@ -154,25 +101,6 @@ def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, gate: st
                 log.accepted.append(d.accepted)
                 log.tokens += mem.packer.count(ep.text)
                 log.tau = d.threshold
-
-
-def _batches(episodes: Sequence[Episode], size: int, use_keys: bool) -> list[list[Episode]]:
-    """Write batches in stream order; with caller keys, a batch ends before a key repeats.
-
-    (One ``write_many`` holding the same caller key twice is rejected by the
-    engine's index, and in a real stream the override arrives in a later call.)
-    """
-    out: list[list[Episode]] = [[]]
-    keys: set[str] = set()
-    for ep in episodes:
-        repeat = use_keys and ep.key is not None and ep.key in keys
-        if len(out[-1]) >= size or repeat:
-            out.append([])
-            keys = set()
-        out[-1].append(ep)
-        if ep.key is not None:
-            keys.add(ep.key)
-    return [b for b in out if b]
 
 
 def _recall(mem: HEIMemory, item: Item, namespace: str, k: int, cue_slots: bool) -> _QueryResult:
@@ -198,7 +126,7 @@ def run_config(
     cue_slots: bool = True,
     work_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[_QueryResult], _GateLog]:
+) -> tuple[list[_QueryResult], GateLog]:
     """Write ``split`` into a fresh memory under ``config`` and recall every question."""
     return run_configs(split, [config], embedder=embedder, base_settings=base_settings, k=k, gate=gate,
                        use_keys=use_keys, cue_slots=cue_slots, work_dir=work_dir, progress=progress)[config.name]
@@ -216,7 +144,7 @@ def run_configs(
     cue_slots: bool = True,
     work_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, tuple[list[_QueryResult], _GateLog]]:
+) -> dict[str, tuple[list[_QueryResult], GateLog]]:
     """Run several configs that share a key space (same ``dg_sparse``) over one memory.
 
     Hopfield completion acts only at recall, so the split is written once and each
@@ -235,7 +163,7 @@ def run_configs(
         if not configs[0].dg_sparse:
             data["keyer"]["k"] = data["keyer"]["dim"]
         settings = HeiNwSettings.build(**data)
-        log = _GateLog([], [], [], 0, settings.gate.tau)
+        log = GateLog([], [], [], 0, settings.gate.tau)
         results: dict[str, list[_QueryResult]] = {c.name: [] for c in configs}
         everything = [*split.shared_episodes, *(e for it in split.items for e in it.episodes)]
         rate = sum(bool(e.should_remember) for e in everything) / max(1, len(everything))
@@ -279,20 +207,6 @@ def _summarise(results: list[_QueryResult], k: int, seed: int, n_boot: int) -> t
     return metrics, per_query
 
 
-def _gate_metrics(log: _GateLog) -> dict[str, MetricValue]:
-    if not log.scores or not any(log.labels):
-        return {}
-    op = M.precision_recall_at(log.scores, log.labels, log.tau)
-    return {
-        "gate_pr_auc": MetricValue(value=M.pr_auc(log.scores, log.labels), n=len(log.scores)),
-        "gate_precision": MetricValue(value=op.precision, n=op.written),
-        "gate_recall": MetricValue(value=op.recall, n=op.positives),
-        "writes_per_1k_tokens": MetricValue(
-            value=M.writes_per_1k_tokens(sum(log.accepted), log.tokens), n=log.tokens, unit="per 1k tokens"
-        ),
-    }
-
-
 def run_retrieval_check(
     scenario: str,
     *,
@@ -333,7 +247,7 @@ def run_retrieval_check(
     per_config: dict[str, dict[str, np.ndarray]] = {}
     records: list[RunRecord] = []
     lags = [it.time_lag for it in split.items]
-    runs: dict[str, tuple[list[_QueryResult], _GateLog]] = {}
+    runs: dict[str, tuple[list[_QueryResult], GateLog]] = {}
     wall: dict[str, float] = {}
     for dg in dict.fromkeys(c.dg_sparse for c in configs):
         group = [c for c in configs if c.dg_sparse == dg]
@@ -345,7 +259,7 @@ def run_retrieval_check(
     for cfg in configs:
         results, log = runs[cfg.name]
         metrics, per_query = _summarise(results, k, seed, n_boot)
-        metrics.update(_gate_metrics(log))
+        metrics.update(gate_metrics(log))
         metrics["embed_ms_per_text"] = MetricValue(value=embed_ms, n=cache.embedded_texts, unit="ms")
         per_config[cfg.name] = per_query
         lag_bins = M.accuracy_by_lag(per_query["p@1"], lags, n_boot=min(n_boot, 2000), seed=seed)

@@ -40,9 +40,9 @@ from hei_nw_eval import metrics as M
 from hei_nw_eval.baselines import Bm25Store, RagStore, answer_from_trace, fit_transcript, oracle_memory
 from hei_nw_eval.costs import AttentionShape, attention_flops, kv_cache_mb
 from hei_nw_eval.datasets import DatasetSample
+from hei_nw_eval.engine_io import CachingEmbedder, GateLog, episode_event, gate_metrics, write_batches
 from hei_nw_eval.items import Episode, Question, Split
 from hei_nw_eval.records import Comparison, Curve, MetricValue, RunRecord, git_commit, load_records, write_record
-from hei_nw_eval.retrieval_check import CachingEmbedder, _batches, _event, _gate_metrics, _GateLog
 
 if TYPE_CHECKING:
     from hei_nw_plugin import HEIMemory, HeiNwSettings
@@ -186,7 +186,7 @@ class Outcome:
 class ModeResult:
     mode: str
     outcomes: list[Outcome]
-    gate: _GateLog
+    gate: GateLog
     wall_s: float
 
 
@@ -242,9 +242,9 @@ class EvalRunner:
                 mem.close()
 
     @staticmethod
-    def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, log: _GateLog) -> None:
-        for part in _batches(episodes, 256, use_keys=False):
-            decisions = mem.write_many([_event(e, pin=False, use_keys=False) for e in part], namespace=namespace)
+    def _write(mem: HEIMemory, episodes: Sequence[Episode], namespace: str, log: GateLog) -> None:
+        for part in write_batches(episodes, 256, use_keys=False):
+            decisions = mem.write_many([episode_event(e, pin=False, use_keys=False) for e in part], namespace=namespace)
             for ep, d in zip(part, decisions, strict=True):
                 log.tau = d.threshold
                 log.tokens += mem.packer.count(ep.text)
@@ -272,7 +272,7 @@ class EvalRunner:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if self.lm is None and mode != "retrieval-only":
             raise ValueError(f"mode {mode} needs a language model")
-        log = _GateLog([], [], [], 0, self.base_settings.gate.tau)
+        log = GateLog([], [], [], 0, self.base_settings.gate.tau)
         t0 = time.perf_counter()
         self.embedder.warm([e.text for u in units for e in u.writes] + [u.question.cue for u in units])
         outcomes: list[Outcome] = []
@@ -489,7 +489,7 @@ def build_record(
         metrics["truncated_items"] = MetricValue(value=float(np.mean([o.truncated for o in outs])), n=len(outs))
         metrics["truncated_count"] = MetricValue(value=float(sum(o.truncated for o in outs)), n=len(outs), unit="items")
         metrics["dropped_episodes"] = MetricValue(value=float(np.mean([o.dropped_episodes for o in outs])), n=len(outs), unit="episodes")
-    metrics.update(_gate_metrics(result.gate))
+    metrics.update(gate_metrics(result.gate))
     curves = {}
     lagged = [o for o in outs if o.lag is not None]
     if lagged:
