@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-unit bench lint
+.PHONY: install demo test test-unit bench lint reproduce
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# CI-sized by default (minutes); FULL=1 reruns every command behind the README's and docs' figures (hours).
+reproduce: install
+	$(BIN)/hei-nw reproduce $(if $(FULL),--full,)
 
 bench: install
 	$(BIN)/hei-nw bench recall --n 1000 10000 100000 --out reports/bench_recall.json
