@@ -76,6 +76,14 @@ LIMITATIONS = """## Limitations
 """
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it (the write-up names repository paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _cell(m: MetricValue | None) -> str:
     if m is None or m.value is None:
         return "–"
@@ -105,8 +113,8 @@ def recall_section(folder: Path) -> list[str]:
     runs = [r for r in _records(folder) if r.task.startswith("recall:")]
     out = ["## Results: evidence recall", ""]
     if not runs:
-        return out + [f"Not run: no records in `{folder}`.", ""]
-    out += [f"Records: `{folder}` (`hei-nw eval --mode retrieval --suite dev --out {folder}`).", ""]
+        return out + [f"Not run: no records in `{_shown(folder)}`.", ""]
+    out += [f"Records: `{_shown(folder)}` (`hei-nw eval --mode retrieval --suite dev --out {_shown(folder)}`).", ""]
     by_task: dict[str, list[RunRecord]] = defaultdict(list)
     for r in runs:
         by_task[r.task.removeprefix("recall:")].append(r)
@@ -129,7 +137,7 @@ def recall_section(folder: Path) -> list[str]:
         from hei_nw_eval.recall_ablations import ablation_table
 
         out += ["### Ablations (HEI-NW alone, one setting changed; difference to the defaults, paired)", "",
-                f"`{ablations}` (`hei-nw eval --mode retrieval --suite dev --ablations --out {folder}`):", "",
+                f"`{_shown(ablations)}` (`hei-nw eval --mode retrieval --suite dev --ablations --out {_shown(folder)}`):", "",
                 ablation_table(result), ""]
     return out
 
@@ -139,8 +147,8 @@ def answers_section(folder: Path, title: str) -> list[str]:
     runs = [r for r in _records(folder) if not r.task.startswith("recall:")]
     out = [f"## Results: {title}", ""]
     if not runs:
-        return out + [f"Not run: no records in `{folder}`.", ""]
-    out += [f"Records: `{folder}`; each record names its command options in its `config`.", ""]
+        return out + [f"Not run: no records in `{_shown(folder)}`.", ""]
+    out += [f"Records: `{_shown(folder)}`; each record names its command options in its `config`.", ""]
     rows = []
     for r in runs:
         cols = [_cell(r.metrics.get(c)) for c in ANSWER_COLUMNS]
@@ -159,14 +167,14 @@ def bench_section(path: Path, title: str) -> list[str]:
     """Recall latency per store size from a ``bench recall`` / ``reliability scale`` JSON, or 'not run'."""
     out = [f"## {title}", ""]
     if not path.is_file():
-        return out + [f"Not run: `{path}` is missing.", ""]
+        return out + [f"Not run: `{_shown(path)}` is missing.", ""]
     data: Any = json.loads(path.read_text(encoding="utf-8"))
     rows = []
     for r in data.get("results", []):
         lat = r.get("latency_ms", {})
         rows.append([f"{r['n']:,}", *[f"{lat.get(s, {}).get('p95', float('nan')):.2f}"
                                       for s in ("total", "embed", "ann", "fetch", "hopfield")], f"{r.get('hit_at_1', 0):.3f}"])
-    return out + [f"`{path}` (p95, ms):", ""] + _table(["traces", "total", "embed", "ann", "fetch", "hopfield", "hit@1"], rows) + [""]
+    return out + [f"`{_shown(path)}` (p95, ms):", ""] + _table(["traces", "total", "embed", "ann", "fetch", "hopfield", "hit@1"], rows) + [""]
 
 
 def build_paper(*, retrieval: Path, answers: Path, consolidation: Path, reliability: Path, out: Path) -> Path:
