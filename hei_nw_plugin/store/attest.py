@@ -134,3 +134,43 @@ def row_problems(r: Any, history: TraceHistory | None) -> list[Problem]:
     if history.expiry_signed and repr(r.expires_at) != history.expires_at:
         problems.append(("expiry_mismatch", "expiry differs from the signed expiry history"))
     return problems
+
+
+class AttestedRows:
+    """Row versions that already matched their signed provenance in this process (LRU).
+
+    Keyed by the row's id, seq, namespace, times, caller key, gate score, pin flag, expiry and
+    the hash of its ciphertext and key: any change to the row is a new version and is checked
+    again. A provenance record edited after its row was read here is found by ``verify()``,
+    which always walks the whole log, not by later reads of that unchanged row.
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self.size = size
+        self._ok: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def version(r: Any) -> tuple[Any, ...]:
+        return (r.id, int(r.seq), r.namespace, repr(r.created_at), r.ext_key, repr(r.expires_at), bool(r.pinned),
+                float(r.gate_score), crypto.sha256_hex(r.payload, r.key_blob))
+
+    def seen(self, r: Any) -> bool:
+        key = self.version(r)
+        with self._lock:
+            if key in self._ok:
+                self._ok.move_to_end(key)
+                return True
+        return False
+
+    def add(self, r: Any) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._ok[self.version(r)] = None
+            while len(self._ok) > self.size:
+                self._ok.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ok.clear()

@@ -63,6 +63,7 @@ class SQLTraceStore(StoreMaintenance):
         self.where = faults.describe(url)
         self._lock = threading.RLock()
         self._signatures = attest.SignatureCache()
+        self._attested = attest.AttestedRows()
         try:
             if self.is_sqlite:
                 path = url.split("///", 1)[-1]
@@ -406,10 +407,14 @@ class SQLTraceStore(StoreMaintenance):
         return out, keys, errors
 
     def _attest(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
-        """Trace id -> why its row or one of its provenance records fails (see :mod:`.attest`); matching rows are absent."""
+        """Trace id -> why its row or a provenance record fails (:mod:`.attest`); a row version seen ok is not rechecked."""
+        todo = [r for r in rows if not self._attested.seen(r)]
         refused: dict[str, str] = {}
-        for start in range(0, len(rows), _ATTEST_CHUNK):  # bounded IN lists (SQLite allows 32766 parameters)
-            refused |= self._attest_chunk(conn, rows[start:start + _ATTEST_CHUNK])
+        for start in range(0, len(todo), _ATTEST_CHUNK):  # bounded IN lists (SQLite allows 32766 parameters)
+            refused |= self._attest_chunk(conn, todo[start:start + _ATTEST_CHUNK])
+        for r in todo:
+            if r.id not in refused:
+                self._attested.add(r)
         return refused
 
     def _attest_chunk(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:

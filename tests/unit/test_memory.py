@@ -415,3 +415,24 @@ def test_a_store_written_before_the_tier_column_opens_and_reads_salient(tmp_path
     assert m.get(tid, namespace="n").tier == "salient" and m.verify().ok
     assert m.write("ok thanks", namespace="n").tier == "cold"
     m.close()
+
+
+def test_a_row_version_is_attested_once_and_a_changed_row_again(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+    from hei_nw_plugin.errors import IntegrityError
+
+    m = HEIMemory.open(tmp_path, embedder=HashingEmbedder())
+    tid = m.write({**FACT, "force": True}, namespace="n").trace_id
+    checked: list[int] = []
+    real = m.store._attest_chunk
+    m.store._attest_chunk = lambda conn, rows: checked.append(len(rows)) or real(conn, rows)  # type: ignore[method-assign]
+    m.get(tid, namespace="n")
+    m.get(tid, namespace="n")
+    m.recall("spare key", k=1, namespace="n")
+    assert checked == [1]  # looked up once, then known
+    with sqlite3.connect(tmp_path / "traces.db") as db:
+        db.execute("UPDATE hei_traces SET gate_score = gate_score + 1")
+    with pytest.raises(IntegrityError):
+        m.get(tid, namespace="n")
+    assert checked == [1, 1]
+    m.close()
