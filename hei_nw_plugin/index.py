@@ -64,6 +64,7 @@ class ANNIndex(Protocol):
     def add(self, ids: np.ndarray, vectors: np.ndarray, *, slots: Sequence[Mapping[str, Any]] | None = None) -> None: ...
     def remove(self, ids: Iterable[int]) -> None: ...
     def search(self, vector: np.ndarray, count: int, *, route: Any = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def nearest(self, vectors: np.ndarray) -> np.ndarray: ...
     def vector(self, key: int) -> np.ndarray | None: ...
     def ids(self) -> np.ndarray: ...
     def save(self) -> bool: ...
@@ -162,6 +163,21 @@ class USearchIndex:
             keys = np.asarray(m.keys, dtype=np.uint64)
             sims = 1.0 - np.asarray(m.distances, dtype=np.float32)
             return keys, sims
+
+    def nearest(self, vectors: np.ndarray) -> np.ndarray:
+        """Similarity of each row of ``vectors`` to its nearest key (one batch search; -inf when the graph is empty)."""
+        out = np.full(len(vectors), -np.inf, dtype=np.float32)
+        with self._lock:
+            if len(self._index) == 0 or not len(vectors):
+                return out
+            if len(vectors) == 1:  # usearch answers a single query with Matches, not BatchMatches
+                _keys, sims = self.search(vectors[0], 1)
+                out[: len(sims)] = sims[:1]
+                return out
+            m = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1, threads=1)
+            found = np.asarray(m.counts).reshape(-1) > 0
+            out[found] = 1.0 - np.asarray(m.distances, dtype=np.float32).reshape(len(vectors), -1)[found, 0]
+            return out
 
     def _maybe_save(self) -> None:
         # A save rewrites the whole file, so a large graph saves after a share of its size changed,
@@ -349,6 +365,14 @@ class ShardedIndex:
         sims = np.concatenate([h[1] for h in hits])
         top = np.argsort(-sims, kind="stable")[:count]
         return keys[top], sims[top]
+
+    def nearest(self, vectors: np.ndarray) -> np.ndarray:
+        """Similarity of each row to its nearest key over every shard."""
+        with self._lock:
+            out = np.full(len(vectors), -np.inf, dtype=np.float32)
+            for graph in self._shards.values():
+                out = np.maximum(out, graph.nearest(vectors))
+            return out
 
     def save(self) -> bool:
         with self._lock:

@@ -101,8 +101,10 @@ class Writer:
             # A keyed event whose key is already stored is an update: it always replaces the old trace,
             # since refusing it would leave the stale version live.
             known = self.store.existing_keys(ns, [e.key for e in evs if e.key is not None])
-            for ev, text, sl, key, feat, terms in zip(evs, texts, slots, keys, feats, prep.terms, strict=True):
-                nearest = self._nearest(graph, key, batch[: len(row_keys)])
+            stored_sims = graph.nearest(keys)  # the batch's novelty against the store, in one search
+            for ev, text, sl, key, feat, terms, stored in zip(evs, texts, slots, keys, feats, prep.terms, stored_sims,
+                                                              strict=True):
+                nearest = self._nearest(stored, key, batch[: len(row_keys)])
                 n_tokens = ev.context_tokens if ev.context_tokens is not None else self.count_tokens(ev.text)
                 decision = self.gate().decide(
                     namespace=ns, text=text, nearest_similarity=nearest, reward=ev.reward, pin=ev.pin,
@@ -157,13 +159,11 @@ class Writer:
         ttl = ev.ttl_s or d.ttl_s
         return None if ttl is None else created + ttl
 
-    def _nearest(self, graph: ANNIndex, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
-        """Cosine to the closest stored key or earlier accepted key of the same batch (None if there is none)."""
-        best: float | None = None
-        if len(graph):
-            _, sims = graph.search(key, 1)
-            if len(sims):
-                best = float(sims[0])
+    @staticmethod
+    def _nearest(stored: float, key: np.ndarray, batch_keys: np.ndarray) -> float | None:
+        """Cosine to the closest stored key (``stored``, -inf for none) or earlier accepted key of the same batch
+        (None if there is neither)."""
+        best: float | None = float(stored) if np.isfinite(stored) else None
         if len(batch_keys):
             nz = np.flatnonzero(key)  # keys are k-sparse: touch only the winners
             b = float(np.max(batch_keys[:, nz] @ key[nz]))
