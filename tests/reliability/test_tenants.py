@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from hei_nw_eval.reliability import tenants
-from hei_nw_eval.reliability.tenant_attack import TenantData, leaks
+from hei_nw_eval.reliability.tenant_attack import TenantData, header_sendable, leaks, user_variants
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +43,20 @@ def test_an_echo_of_the_request_is_not_a_leak() -> None:
     victim = TenantData(tenant="globex", key="k", trace_ids=["01abc"], canaries=["cnry1234"])
     assert leaks('{"message": "no trace \'01abc\' in namespace \'acme/u\'"}', victim, "/v1/memory/traces/01abc") == []
     assert leaks('{"text": "the code is cnry1234"}', victim, "/v1/memory/recall") == ["cnry1234"]
+
+
+def test_every_user_variant_put_in_a_header_can_be_sent() -> None:
+    import random
+
+    import h11
+
+    rng = random.Random(0)
+    variants = {u for u in (user_variants("globex", rng) for _ in range(2000)) if u is not None}
+    assert {" globex/alice", "globex\u2215bob"} <= variants  # a value h11 refuses, and one it cannot encode
+    for u in variants:  # ' globex/alice' went into a header, the client refused to send it, and the MCP turn ended
+        try:
+            h11.Request(method="GET", target="/", headers=[("Host", "x"), ("X-HEI-User", u)])
+            sendable = True
+        except (h11.LocalProtocolError, UnicodeEncodeError):
+            sendable = False
+        assert header_sendable(u) == sendable, u

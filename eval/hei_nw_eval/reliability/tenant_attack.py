@@ -82,6 +82,12 @@ def user_variants(victim: str, rng: random.Random) -> str | None:
     ])
 
 
+def header_sendable(value: str) -> bool:
+    """Whether HTTP/1.1 can carry ``value`` as a header value as it is (h11 refuses leading or trailing
+    whitespace, control characters and non-ASCII); a variant that cannot goes in the query or body instead."""
+    return value.isascii() and value == value.strip() and all(" " <= c < "\x7f" for c in value)
+
+
 def id_variants(tid: str, rng: random.Random) -> str:
     """A path segment that tries to name the victim's trace."""
     return rng.choice([tid, tid, tid, tid.upper(), f" {tid}", f"{tid}%20", f"{tid}%2F..", f"..%2F{tid}",
@@ -116,7 +122,7 @@ def _with_user(case: Case, victim: str, rng: random.Random, *, body_user: bool) 
             u = user_variants(victim, rng)
             if u is None:
                 continue
-            if where == "header" and u.isascii() and "\n" not in u:
+            if where == "header" and header_sendable(u):
                 case.headers["X-HEI-User"] = u
             elif where == "query":
                 case.params["user"] = u

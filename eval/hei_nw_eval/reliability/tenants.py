@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from hei_nw_eval.reliability.faults import EmbedderName, load_embedder, write_json
 from hei_nw_eval.reliability.tenant_attack import (
@@ -51,6 +52,7 @@ from hei_nw_eval.reliability.tenant_attack import (
     Case,
     TenantData,
     build_case,
+    header_sendable,
     leaks,
     mcp_calls,
     seed_events,
@@ -317,9 +319,11 @@ async def _mcp_turn_async(turn: Turn, url: str, attacker: TenantData, victim: Te
     for start in range(0, calls, per_session):
         user = user_variants(victim.tenant, rng)
         headers = {"Authorization": f"Bearer {attacker.key}"}
-        if user is not None and user.isascii() and user:
+        if user and header_sendable(user):
             headers["X-HEI-User"] = user
-        query = f"?user={user}" if rng.random() < 0.3 and user and user.isascii() else ""
+        # Encoded as the HTTP turn's params are: the server reads the variant itself (' globex/alice' was sent raw
+        # in a header, which the client refuses to send, and ended the run).
+        query = "?" + urlencode({"user": user}) if user and (rng.random() < 0.3 or "X-HEI-User" not in headers) else ""
         async with streamablehttp_client(f"{url}/mcp{query}", headers=headers, timeout=30) as (read, write, _), \
                 ClientSession(read, write) as session:
             await session.initialize()
