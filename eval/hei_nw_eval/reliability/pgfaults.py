@@ -59,7 +59,7 @@ class Fault:
     at_s: float  # from the run's start
     down_s: float  # how long the command (restart, or stop + wait + start) took
     terminated: int = 0  # backends ended (terminate)
-    failed_calls: int = 0  # calls that began before the workers recovered and raised
+    failed_calls: int = 0  # calls that raised, running at some moment from the fault's start until the workers recovered
     recovered_s: float | None = None  # from the fault's end until every worker had an operation acknowledged again
     workers_recovered: int = 0
     start: float = 0.0  # time.monotonic() of the fault's start and end
@@ -120,7 +120,11 @@ def _fault_action(kind: str, schema: pgserver.Schema, outage_s: float, faults: l
 
 
 def _recovery(fault: Fault, run: Run, next_start: float | None) -> None:
-    """When each worker had an operation acknowledged after ``fault`` ended; failed calls begun before that."""
+    """When each worker had an operation acknowledged after ``fault`` ended; the failed calls it caused.
+
+    A failed call counts when it ran at some moment from the fault's start until then: one begun
+    just before the server went away waits out its retries in the fault, as one begun in it does.
+    """
     latest = fault.end
     recovered = 0
     for lines in run.acks.values():
@@ -132,7 +136,7 @@ def _recovery(fault: Fault, run: Run, next_start: float | None) -> None:
     fault.workers_recovered = recovered
     fault.recovered_s = round(latest - fault.end, 2) if recovered == len(run.acks) else None
     fault.failed_calls = sum(1 for lines in run.acks.values() for a in lines
-                             if "failed" in a and fault.start <= a["t0"] <= latest)
+                             if "failed" in a and a["t0"] <= latest and a["t1"] >= fault.start)
 
 
 def run(*, seconds: float = 180.0, restarts: int = 4, terminations: int = 4, outages: int = 1, writers: int = 4,
