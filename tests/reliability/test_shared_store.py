@@ -261,3 +261,47 @@ def test_a_lexical_index_save_on_a_full_disk_does_not_fail_a_delete(tmp_path: Pa
     again = _open(tmp_path)
     assert {t.id for t in again.list_traces(namespace="n")} == set(ids[1:]) and again.verify().ok
     again.close()
+
+
+def test_a_wal_checkpoint_that_fails_after_a_delete_does_not_fail_the_delete(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    import sqlite3
+    from types import SimpleNamespace
+
+    mem = _open(tmp_path)
+    kept, gone = (mem.write({"text": t, "force": True}, namespace="n").trace_id
+                  for t in ("Ada hid the spare key in the blue toolbox", "Bram sold the tin whistle at the fish market"))
+    store = mem.store
+    real_connect, real_delete_rows, calls = store.engine.connect, store._delete_rows, {"deleted": False, "checkpoints": 0}
+
+    def full(_sql: str) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    class _Pragma:  # the checkpoint's connection: its raw PRAGMA fails as on a full disk
+        connection = SimpleNamespace(driver_connection=SimpleNamespace(execute=full))
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            return None
+
+    def delete_rows(*args: Any, **kwargs: Any) -> None:
+        real_delete_rows(*args, **kwargs)
+        calls["deleted"] = True
+
+    def connect() -> Any:  # once the delete's rows are gone, the next connection is its checkpoint's
+        if not calls["deleted"]:
+            return real_connect()
+        calls["checkpoints"] += 1
+        return _Pragma()
+
+    monkeypatch.setattr(store, "_delete_rows", delete_rows)
+    monkeypatch.setattr(store.engine, "connect", connect)
+    with caplog.at_level("WARNING", logger="hei_nw_plugin.store.sql"):
+        mem.delete(gone, namespace="n")  # was the OperationalError, after the delete had committed
+    monkeypatch.undo()
+    assert calls["checkpoints"] == 1 and "WAL checkpoint failed" in caplog.text
+    assert [t.id for t in mem.list_traces(namespace="n")] == [kept] and mem.verify().ok
+    mem.close()
