@@ -41,7 +41,8 @@ def run_demo(settings: HeiNwSettings | None = None, *, with_model: bool = True) 
             print("== write gate ==")
             for text, slots in SESSION:
                 d = mem.write({"text": text, "slots": slots}, namespace=ns)
-                print(f"  {'WRITE ' if d.accepted else 'skip  '} S={d.score:.2f} (surprise {d.components.surprise:.2f}, "
+                label = {"salient": "WRITE ", "cold": "cold  "}.get(d.tier or "", "skip  ")
+                print(f"  {label} S={d.score:.2f} (surprise {d.components.surprise:.2f}, "
                       f"novelty {d.components.novelty:.2f})  {text}")
             print("== recall from partial cues ==")
             for q, slots in QUESTIONS:
@@ -58,8 +59,8 @@ def run_demo(settings: HeiNwSettings | None = None, *, with_model: bool = True) 
             report = mem.verify()
             print(f"== verify: ok={report.ok}, {report.records_checked} signed records, {report.live_traces} live traces")
             st = mem.stats(namespace=ns)
-            print(f"== gate: {st.gate['accepted']} written, {st.gate['rejected']} skipped, "
-                  f"{st.gate['writes_per_1k_tokens']:.1f} writes per 1k tokens")
+            print(f"== gate: {st.gate['accepted']} written, {st.gate['cold']} kept cold, {st.gate['rejected']} skipped, "
+                  f"{st.gate['writes_per_1k_tokens']:.1f} salient writes per 1k tokens")
             if with_model:
                 _model_part(mem, ns)
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_engine_part_writes_facts_skips_chit_chat_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
     run_demo(with_model=False)
     out = capsys.readouterr().out
-    assert "== gate: 4 written, 3 skipped" in out
+    assert "== gate: 4 written, 3 kept cold, 0 skipped" in out
     assert "Where is the spare key?  ->  Priya keeps the spare key" in out
     assert "[EMAIL]" in out and "[PHONE]" in out and "priya@example.com" not in out.split("== packed")[1].split("== deleted")[0]
     assert "recall now returns: ['Priya keeps the spare key" in out  # the contact trace is gone
