@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from hei_nw_eval.reliability import pgfaults, pgserver
+from hei_nw_eval.reliability.workers import Run
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
-
+@pytest.mark.integration
+@pytest.mark.postgres
 def test_restarts_terminations_and_an_outage_lose_nothing_acknowledged(tmp_path: Path) -> None:
     if pgserver.cluster() is None:
         pytest.skip("pg_ctlcluster, or a local cluster on port 5432, is not available to restart the server")
@@ -29,3 +30,15 @@ def test_restarts_terminations_and_an_outage_lose_nothing_acknowledged(tmp_path:
     assert r.longest_call_s <= r.call_bound_s and r.index["mismatch"] == 0
     assert json.loads(out.read_text())["store"]["lost"] == 0
     assert pgserver.reachable() is None  # the server is up again
+
+
+def test_a_call_begun_just_before_the_server_went_away_counts_for_that_fault() -> None:
+    fault = pgfaults.Fault(kind="outage", at_s=10.0, down_s=9.0, start=100.0, end=109.0)
+    acks = {"w0": [{"failed": "write", "t0": 99.8, "t1": 104.8, "error": "StoreUnavailableError"},  # begun before it
+                   {"failed": "write", "t0": 105.0, "t1": 110.0, "error": "StoreUnavailableError"},
+                   {"op": "write", "t0": 110.0, "t1": 110.4},
+                   {"failed": "write", "t0": 130.0, "t1": 131.0, "error": "StoreUnavailableError"}],  # after recovery
+            "w1": [{"op": "recall", "t0": 99.0, "t1": 99.5}, {"op": "recall", "t0": 109.5, "t1": 109.9}]}
+    pgfaults._recovery(fault, Run(seconds=60.0, acks=acks, exit_codes={}), next_start=None)
+    # Was 1: only calls begun in the fault counted, so the total had failures no fault's row showed.
+    assert (fault.failed_calls, fault.workers_recovered, fault.recovered_s) == (2, 2, 1.4)
