@@ -230,6 +230,10 @@ class ModelSettings(_Section):
     consolidated_weights: Path | None = Field(None, description="Consolidated LoRA folder (peft) that modes B2/B3 need.")
     recall_k: int = Field(3, ge=1, le=256, description="Traces recalled per question in B1/B2 (recall's k, not k-WTA's).")
     answer_max_new_tokens: int = Field(16, ge=1, le=4096, description="Generation cap for short answers (tokens); generation also stops at a newline.")
+    prefix_cache: bool = Field(
+        True, description="Keep the KV cache of the answer prompt's fixed head (system line and one-shot pair) per LoRA set "
+                          "and start each short answer from a copy: about half of a bAbI prompt's tokens are that head. Not "
+                          "used while the Episodic Adapter reads memory (its read changes every position's keys).")
 
 
 class TelemetrySettings(_Section):

@@ -19,8 +19,10 @@ pipeline task (``hei-nw-qa``) wraps :meth:`generate_answer`.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
+from collections import OrderedDict
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -128,6 +130,7 @@ class HeiNwForCausalLM:
         self.hook = AdapterHook(model, adapter) if adapter is not None else None
         self._adapter_path: Path | None = None
         self._mode: str = "B0"
+        self._heads: OrderedDict[tuple[tuple[int, ...], tuple[str, ...]], Any] = OrderedDict()
         if reader is not None:
             self._load_lora(Path(reader), "reader")
             self._reader_path = Path(reader)
@@ -209,6 +212,7 @@ class HeiNwForCausalLM:
                 folder = sub
             else:
                 raise ConfigError(f"no peft LoRA (adapter_config.json) in {folder}")
+        self._heads.clear()  # cached prompt heads were computed with the old LoRA set
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self.base_model, str(folder), adapter_name=name)
             self.model = self._peft
@@ -228,6 +232,7 @@ class HeiNwForCausalLM:
     def unload_consolidated(self) -> None:
         """Drop the consolidated LoRA; modes B2/B3 are unavailable until the next :meth:`load_consolidated`."""
         with self._lock:
+            self._heads.clear()
             if self._peft is not None and "consolidated" in self._peft.peft_config:
                 if set(self._peft.peft_config) == {"consolidated"}:
                     self._peft.unload()  # the only LoRA: take peft off the base model entirely
@@ -331,9 +336,26 @@ class HeiNwForCausalLM:
         result = self._memory.recall(question, k=k, namespace=namespace)
         return result.memory_tokens.text, list(result.memory_tokens.trace_ids), (time.perf_counter() - t) * 1000
 
+    def _head_cache(self, head: list[dict[str, str]], input_ids: torch.Tensor, loras: Sequence[str]) -> Any | None:
+        """A copy of the KV cache of the prompt's fixed ``head`` messages, computed once per LoRA set
+        (call with the LoRAs active and no adapter memory); None when the prompt does not start with it."""
+        ids = self.tokenizer.apply_chat_template(head, add_generation_prompt=False, tokenize=True, return_dict=True)["input_ids"]
+        ids = tuple(int(i) for i in ids)
+        if len(ids) >= input_ids.shape[1] or tuple(input_ids[0, : len(ids)].tolist()) != ids:
+            return None
+        key = (ids, tuple(loras))
+        if key not in self._heads:
+            with torch.inference_mode():
+                out = self.model(input_ids=input_ids[:, : len(ids)], use_cache=True)
+            self._heads[key] = out.past_key_values
+            while len(self._heads) > 16:
+                self._heads.popitem(last=False)
+        self._heads.move_to_end(key)
+        return copy.deepcopy(self._heads[key])
+
     def _generate(
         self, messages: list[dict[str, str]], memory_text: str, *, max_new_tokens: int, stop_newline: bool,
-        use_adapter: bool, loras: Sequence[str],
+        use_adapter: bool, loras: Sequence[str], head: list[dict[str, str]] | None = None,
     ) -> tuple[str, int, dict[str, float]]:
         ms = self.settings.model
         timings: dict[str, float] = {}
@@ -361,6 +383,10 @@ class HeiNwForCausalLM:
             stack.enter_context(self._loras(loras))
             if self.hook is not None:
                 stack.enter_context(self.hook.memory(state))
+            if head and state is None and ms.prefix_cache:
+                cache = self._head_cache(head, enc["input_ids"], loras)
+                if cache is not None:
+                    kwargs["past_key_values"] = cache
             with torch.inference_mode():
                 out = self.model.generate(**enc, **kwargs)
         timings["generate"] = (time.perf_counter() - t) * 1000
@@ -409,7 +435,7 @@ class HeiNwForCausalLM:
         messages = answer_messages(question, shown, one_shot=one_shot)
         raw, n_new, gen_t = self._generate(
             messages, memory_text, max_new_tokens=max_new_tokens or ms.answer_max_new_tokens,
-            stop_newline=True, use_adapter=use_adapter, loras=loras,
+            stop_newline=True, use_adapter=use_adapter, loras=loras, head=messages[:-1],
         )
         timings |= gen_t
         answer = Answer(

@@ -151,3 +151,33 @@ def test_chat_puts_memory_in_the_system_message(mem: HEIMemory) -> None:
     assert FACT in reply.memory_text and reply.new_tokens <= 3
     with pytest.raises(ConfigError, match="user message"):
         lm.chat([{"role": "assistant", "content": "hi"}])
+
+
+def test_cached_prompt_head_gives_the_same_answers_as_a_full_prompt(tmp_path: Path) -> None:
+    reader = _lora(tmp_path, "reader")
+    lm = _lm(mode="B1", reader=reader)
+    lm.settings.model.answer_max_new_tokens = 6
+    questions = ["Where is the key?", "Who keeps the key?", "Where?"]
+    fresh = []
+    lm.settings.model.prefix_cache = False
+    for q in questions:
+        for memory in (FACT, ""):  # reader on, then off: two LoRA sets, two heads
+            fresh.append(lm.generate_answer(q, memory_text=memory).raw)
+    assert not lm._heads
+    lm.settings.model.prefix_cache = True
+    cached = [lm.generate_answer(q, memory_text=m).raw for q in questions for m in (FACT, "")]
+    assert cached == fresh
+    assert len(lm._heads) == 2 and {key[1] for key in lm._heads} == {("reader",), ()}
+    again = [lm.generate_answer(q, memory_text=m).raw for q in questions for m in (FACT, "")]
+    assert again == fresh  # the cached head is copied, never extended in place
+    lm.load_consolidated(_lora(tmp_path, "consolidated"))
+    assert not lm._heads  # new LoRA weights: heads are recomputed
+
+
+def test_adapter_reads_never_use_a_cached_head() -> None:
+    model = tiny_model()
+    lm = _lm("adapter", mode="B1", adapter=_adapter(model))
+    lm.generate_answer("Where is the key?", memory_text=FACT)
+    assert not lm._heads
+    lm.generate_answer("Where is the key?", memory_text="")  # no memory: the adapter is idle
+    assert len(lm._heads) == 1
