@@ -46,8 +46,9 @@ def test_store_query_finds_paraphrased_facts(mem: HEIMemory, question: str, key:
 def test_gate_with_real_keys_drops_near_duplicates_but_keeps_updates(mem: HEIMemory) -> None:
     store = HEINWStore(mem)
     store.put(("priya",), "key", {"text": FACTS["key"]})
-    store.put(("priya",), "key-again", {"text": FACTS["key"]})  # a new key, same episode
-    assert store.get(("priya",), "key-again") is None
+    store.put(("priya",), "key-again", {"text": FACTS["key"]})  # a new key, same episode: a duplicate, kept cold
+    again = mem.get_by_key("key-again", namespace="priya")
+    assert again is not None and again.tier == "cold"
     store.put(("priya",), "key", {"text": FACTS["key"], "checked": True})  # an update of the admitted item
     item = store.get(("priya",), "key")
     assert item is not None and item.value["checked"] is True

@@ -240,11 +240,12 @@ def gated(mem: HEIMemory) -> HEINWStore:
     return HEINWStore(mem)
 
 
-def test_gate_rejects_chitchat_and_keeps_facts(gated: HEINWStore) -> None:
+def test_gate_keeps_chitchat_cold_and_facts_salient(mem: HEIMemory, gated: HEINWStore) -> None:
     gated.put(NS, "chat", {"text": "ok thanks, sounds good"})
     gated.put(NS, "fact", FACTS["priya"])
-    assert gated.get(NS, "chat") is None
-    assert gated.get(NS, "fact") is not None
+    assert gated.get(NS, "chat") is not None and gated.get(NS, "fact") is not None  # nothing put is lost
+    chat, fact = mem.get_by_key("chat", namespace="users.u1"), mem.get_by_key("fact", namespace="users.u1")
+    assert chat is not None and fact is not None and (chat.tier, fact.tier) == ("cold", "salient")
 
 
 def test_pin_field_and_always_mode_force_the_write(mem: HEIMemory, gated: HEINWStore) -> None:

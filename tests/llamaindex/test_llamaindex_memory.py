@@ -69,8 +69,9 @@ async def test_condense_plus_context_gets_memory_and_retrieved_context(
     assert shop in told  # from HEINWRetriever
     assert "Be brief." in told
     assert answer == llm.reply
-    gate = hei.stats(namespace="alice").gate  # both user turns were offered; the question is not worth keeping
-    assert (gate["accepted"], gate["rejected"]) == (1, 1) and texts(hei, "alice") == [FACT]
+    gate = hei.stats(namespace="alice").gate  # both user turns were offered; the question is kept cold only
+    assert (gate["accepted"], gate["cold"], gate["rejected"]) == (1, 1, 0)
+    assert [t.text for t in hei.list_traces(namespace="alice") if t.tier == "salient"] == [FACT]
 
 
 async def test_function_agent_recalls_a_fact_from_an_earlier_session(hei: HEIMemory) -> None:
@@ -146,10 +147,10 @@ def test_existing_system_message_is_extended_and_extra_kwargs_are_accepted(hei: 
 def test_pin_writes_what_the_gate_rejects(hei: HEIMemory) -> None:
     chitchat = [ChatMessage(role=MessageRole.USER, content="ok thanks, sounds good")]
     session(hei, "alice", "s1").set(chitchat)
-    assert texts(hei, "alice") == []
+    assert [(t.text, t.tier, t.pinned) for t in hei.list_traces(namespace="alice")] == [("ok thanks, sounds good", "cold", False)]
     session(hei, "alice", "s2", pin=True).set(chitchat)
-    [trace] = hei.list_traces(namespace="alice")
-    assert trace.pinned and trace.text == "ok thanks, sounds good"
+    pinned = [t for t in hei.list_traces(namespace="alice") if t.pinned]
+    assert [(t.text, t.tier) for t in pinned] == [("ok thanks, sounds good", "salient")]
 
 
 def test_long_messages_are_split_and_long_cues_clipped(mem_factory: Callable[..., HEIMemory]) -> None:
