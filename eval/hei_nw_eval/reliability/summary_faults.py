@@ -48,8 +48,10 @@ def pgfaults(d: dict[str, Any], folder: Path) -> Findings:
         ("index entries differing from the store after refresh", fmt_int(at(d, "index", "mismatch"))),
         ("write / recall p50 / p95 (ms)", f"{_ms(d.get('latency_ms'), 'write')}; {_ms(d.get('latency_ms'), 'recall')}"),
     ])
-    nouns = {"restart": "restarts", "terminate": "terminations of every backend", "outage": "outages longer than reconnect_s"}
-    headline = (f"{', '.join(f'{v} {nouns.get(k, k)}' for k, v in kinds.items()) or 'no faults'} under {fmt_int(d.get('writers'))} writers + "
+    nouns = {"restart": ("restart", "restarts"), "terminate": ("termination of every backend", "terminations of every backend"),
+             "outage": ("outage longer than reconnect_s", "outages longer than reconnect_s")}
+    done = [f"{v} {nouns[k][v != 1] if k in nouns else k}" for k, v in kinds.items()]
+    headline = (f"{', '.join(done) or 'no faults'} under {fmt_int(d.get('writers'))} writers + "
                 f"{fmt_int(d.get('recallers'))} recallers: {fmt_int(s.get('acked_events'))} events acknowledged, "
                 f"{fmt_int(s.get('lost'))} lost, {fmt_int(s.get('partial_batches'))} partial; {fmt_int(at(d, 'ops', 'failed_calls'))} "
                 f"calls failed, {fmt_int(d.get('non_runtime_faults'))} not a RuntimeFault; longest call "
@@ -174,7 +176,8 @@ def pgfaults_cmd(d: dict[str, Any] | None) -> str:
     faults = (d or {}).get("faults") or []
     n = {k: sum(f.get("kind") == k for f in faults) for k in ("restart", "terminate", "outage")} if d else \
         {"restart": 4, "terminate": 4, "outage": 1}
-    return (f"hei-nw reliability pgfaults --seconds {fmt_num((d or {}).get('seconds', 180), 0)} --restarts {n['restart']} "
+    # The run's measured length overshoots the asked one by the workers' last calls: the command asks whole seconds.
+    return (f"hei-nw reliability pgfaults --seconds {int((d or {}).get('seconds', 180))} --restarts {n['restart']} "
             f"--terminations {n['terminate']} --outages {n['outage']} --out reports/reliability/pgfaults.json")
 
 
