@@ -131,6 +131,10 @@ class GateSettings(_Section):
         True, description="Keep below-threshold events as cold traces (they rank lower and decay faster) instead of "
                           "dropping them: the gate then decides how long and how protected, not whether. Telemetry's write "
                           "rate counts salient writes only.")
+    cold_questions: bool = Field(
+        False, description="Keep a below-threshold event made only of questions ('What is Miso afraid of?') cold too. Off: "
+                           "a question asserts nothing, and kept it would be recalled by the same question asked again "
+                           "(on LoCoMo dev5 2 of 686 evidence turns are questions only).")
 
 
 class DecaySettings(_Section):

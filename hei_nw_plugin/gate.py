@@ -22,8 +22,10 @@ Below τ the gate decides *how* to keep an event rather than whether: with
 which ranks lower at recall and decays faster; otherwise it is dropped
 ('below_threshold'). A dialogue turn that looked like chit-chat when it was said
 often answers a question later (LoCoMo), and a dropped turn can never be found.
-The write-rate telemetry counts salient writes only, so it still says how much the
-gate deems worth remembering.
+An event made only of questions is the exception: it asserts nothing, and a cold copy
+would be what the same question recalls next time, so below τ it is dropped unless
+``cold_questions`` is set. The write-rate telemetry counts salient writes only, so it
+still says how much the gate deems worth remembering.
 """
 
 from __future__ import annotations
@@ -136,6 +138,15 @@ class UnigramSurprise:
         return min(1.0, score)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def only_questions(text: str) -> bool:
+    """True when every sentence of ``text`` ends with a question mark ("Hi Mel, how was it? Did you go?")."""
+    sentences = [p for p in _SENTENCE_END.split(text.strip()) if p]
+    return bool(sentences) and all(p.endswith("?") for p in sentences)
+
+
 def _inner_capitalised(text: str) -> set[str]:
     """Lower-cased words written with a capital that do not start a sentence."""
     out: set[str] = set()
@@ -214,6 +225,7 @@ class WriteGate:
         novelty = 1.0 if nearest_similarity is None else min(1.0, max(0.0, 1.0 - nearest_similarity))
         comps = GateComponents(surprise=surprise, novelty=novelty, reward=reward, pin=1.0 if pin else 0.0, surprise_source=source)
         score = s.alpha * surprise + s.beta * novelty + s.gamma * reward + s.delta * comps.pin
+        keep_cold = s.cold_writes and (s.cold_questions or not only_questions(text))
         if pin:
             reason = "pinned"
         elif force:
@@ -224,13 +236,13 @@ class WriteGate:
             reason = "duplicate"
         elif score >= s.tau:
             reason = "above_threshold"
-        elif s.cold_writes:
+        elif keep_cold:
             reason = "cold"
         else:
             reason = "below_threshold"
         # With cold writes a repeat is kept too, cold: the same words later are a later event ("Mary went to the
         # kitchen" again), and newest-wins among versions needs its time.
-        stored = reason not in ("below_threshold", "duplicate") or (reason == "duplicate" and s.cold_writes)
+        stored = reason not in ("below_threshold", "duplicate") or (reason == "duplicate" and keep_cold)
         self.telemetry.observe(namespace, tokens, "duplicate_kept" if reason == "duplicate" and stored else reason)
         return WriteDecision(
             accepted=stored, score=score, threshold=s.tau, components=comps, reason=reason, namespace=namespace,

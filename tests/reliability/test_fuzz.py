@@ -158,7 +158,7 @@ def test_list_traces_offset_beyond_sql_integers_is_an_input_error(mem: HEIMemory
 # ------------------------------------------------------------------- regressions: CLI
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str, BaseException | None]]:
-    monkeypatch.setattr(memory_module, "default_embedder", lambda **_: HashingEmbedder(dim=64))
+    monkeypatch.setattr(memory_module, "embedder_from_settings", lambda *_, **__: HashingEmbedder(dim=64))
     monkeypatch.chdir(tmp_path)
     return lambda *args: _call(["--data-dir", str(tmp_path / "data"), *args])
 

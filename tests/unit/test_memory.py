@@ -67,6 +67,28 @@ def test_gate_keeps_chitchat_cold_and_rejects_duplicates(mem: HEIMemory) -> None
     assert mem.get(chat.trace_id, namespace="n").tier == "cold"
 
 
+def test_a_question_below_threshold_is_not_kept_so_asking_again_recalls_the_fact(mem: HEIMemory) -> None:
+    """Found by the vLLM endpoint test: the asked question was kept cold and came back first when asked again."""
+    fact = mem.write({"text": "My cat Miso is afraid of thunderstorms.", "pin": True}, namespace="q")
+    asked = mem.write("What is my cat Miso afraid of?", namespace="q")
+    assert not asked.accepted and asked.reason == "below_threshold" and asked.trace_id is None
+    assert not mem.write("What is my cat Miso afraid of?", namespace="q").accepted  # nor its repeat
+    assert mem.recall("What is my cat Miso afraid of?", k=1, namespace="q").traces[0].trace.id == fact.trace_id
+    kept = mem.write("Did you see it? I finally finished the quilt.", namespace="q")
+    assert kept.accepted  # a question beside a statement still says something
+    assert mem.write({"text": "What was that song again?", "pin": True}, namespace="q").accepted  # asked to keep it
+    assert mem.stats(namespace="q").traces == 3
+
+
+def test_cold_questions_keeps_asked_questions_cold(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+
+    m = HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path}, gate={"cold_questions": True}), embedder=HashingEmbedder())
+    d = m.write("What is my cat Miso afraid of?", namespace="n")
+    assert d.accepted and d.tier == "cold"
+    m.close()
+
+
 def test_gate_without_cold_writes_drops_chitchat(tmp_path: Path) -> None:
     from hei_nw_plugin.embed import HashingEmbedder
 

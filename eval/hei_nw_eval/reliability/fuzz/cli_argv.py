@@ -126,7 +126,7 @@ def run_cli(examples: int, *, seed: int = 0, per_store: int = 300) -> SuiteResul
     reserved = set(_subcommands())
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="hei-fuzz-cli-") as tmp, \
-            mock.patch.object(memory_module, "default_embedder", lambda **_: HashingEmbedder(dim=64)):
+            mock.patch.object(memory_module, "embedder_from_settings", lambda *_, **__: HashingEmbedder(dim=64)):
         os.chdir(tmp)
         try:
             state: dict[str, Any] = {"n": 0, "dir": _fresh_store(Path(tmp) / "s0" / "data"), "ids": []}
