@@ -27,7 +27,7 @@ from hei_nw_plugin.consolidation_rows import TrainingRow
 from hei_nw_plugin.model.prompting import answer_messages
 
 if TYPE_CHECKING:
-    from hei_nw_plugin.consolidate import ConsolidationConfig
+    from hei_nw_plugin.consolidation_config import ConsolidationConfig
 
 ADAPTER_NAME = "default"
 
@@ -129,7 +129,7 @@ def train_lora(
     On the time cap (or Ctrl-C) the LoRA, optimizer and step go to ``checkpoint``
     with ``plan`` (which traces, which parent) and the run returns unfinished.
     """
-    from hei_nw_plugin.consolidate import steps_for
+    from hei_nw_plugin.consolidation_config import steps_for
 
     device = cfg.device
     peft_model = _wrap(model, cfg, init_from)
