@@ -87,8 +87,9 @@ def diskfull(d: dict[str, Any], folder: Path) -> Findings:
     calls = Table("Calls while the disk filled, by outcome", ["scenario", "call", "outcomes"],
                   [[str(s.get("name")), k, _counts(v)] for s in scenarios for k, v in sorted((s.get("calls") or {}).items())])
     headline = "; ".join(f"{s.get('name')}: {fmt_int(s.get('acked_events'))} events acknowledged, {fmt_int(s.get('failed_writes'))} "
-                         f"writes failed with {_counts(s.get('errors'))}, {fmt_int(s.get('lost'))} lost, verify problems "
-                         f"{fmt_int(s.get('verify_problems'))}" for s in scenarios)
+                         f"writes refused, errors over all calls: {_counts(s.get('errors'))}; {fmt_int(s.get('index_saves_failed'))} "
+                         f"index saves failed; {fmt_int(s.get('lost'))} lost, verify problems {fmt_int(s.get('verify_problems'))}"
+                         for s in scenarios)
     notes = [f"{s.get('name')}: {k}: {v}" for s in scenarios for k, v in (s.get("error_examples") or {}).items()]
     return Findings(status_word(bool(d.get("ok"))), headline, [table, calls], notes=notes)
 
