@@ -85,7 +85,7 @@ class SQLTraceStore(StoreMaintenance):
             metadata.create_all(self.engine)
         except DBAPIError as err:
             raise faults.store_error(err, self.where, "connect") from err
-        except (SQLAlchemyError, OSError) as err:
+        except (SQLAlchemyError, OSError, ValueError) as err:  # ValueError: sqlite3 refuses a NUL in the path
             raise StoreUnavailableError(f"trace store at {_redact_url(self.url)} is unavailable: {err.__class__.__name__}: {err}") from err
         with self._tx() as conn:
             for table, column, ddl in COLUMNS_ADDED:  # a store written before the column existed

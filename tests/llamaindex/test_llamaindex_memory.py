@@ -69,8 +69,8 @@ async def test_condense_plus_context_gets_memory_and_retrieved_context(
     assert shop in told  # from HEINWRetriever
     assert "Be brief." in told
     assert answer == llm.reply
-    gate = hei.stats(namespace="alice").gate  # both user turns were offered; the question is kept cold only
-    assert (gate["accepted"], gate["cold"], gate["rejected"]) == (1, 1, 0)
+    gate = hei.stats(namespace="alice").gate  # both user turns were offered; the question asserts nothing: not kept
+    assert (gate["accepted"], gate["cold"], gate["rejected"]) == (1, 0, 1)
     assert [t.text for t in hei.list_traces(namespace="alice") if t.tier == "salient"] == [FACT]
 
 
