@@ -4,7 +4,7 @@
 BM25) over LoCoMo dev5 and bAbI qa1-qa3 under each variant of :data:`VARIANTS`, and
 writes ``ablations.json`` and ``ablations.md`` beside the suite's records. Each row is
 paired against the defaults over the same questions. This is how the defaults in
-``RecallSettings`` and ``GateSettings.cold_writes`` were chosen; no scenario or
+``RecallSettings`` and ``GateSettings.cold_writes`` / ``cold_questions`` were chosen; no scenario or
 held-out item takes part.
 """
 
@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "chain off": {"recall": {"chain": "off"}},
     "chain always": {"recall": {"chain": "always"}},
     "no cold tier (gate drops)": {"gate": {"cold_writes": False}},
+    "questions kept cold too": {"gate": {"cold_questions": True}},
     "cold penalty 0.2": {"recall": {"cold_penalty": 0.2}},
     "no Hopfield completion": {"hopfield": {"enabled": False}},
 }
