@@ -65,7 +65,29 @@ def minilm_path() -> Path:
     )
 
 
-class SentenceTransformerEmbedder:
+class _CachedEncoder:
+    """What the two MiniLM runtimes share: ``embed`` goes through the cue cache to ``_encode``."""
+
+    _cache: _CueCache | None
+    _dim: int
+
+    def clear_cache(self) -> None:
+        """Forget cached cue embeddings (benchmarks measure each pass cold)."""
+        if self._cache is not None:
+            self._cache.clear()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SentenceTransformerEmbedder(_CachedEncoder):
     """A sentence-transformers model loaded from a local folder, on CPU, offline.
 
     Cue embeddings are cached (LRU, ``cache_size`` entries) because agents repeat
@@ -87,18 +109,6 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._cache = _CueCache(cache_size) if cache_size else None
         self.name = folder.name
-
-    def clear_cache(self) -> None:
-        """Forget cached cue embeddings (benchmarks measure each pass cold)."""
-        if self._cache is not None:
-            self._cache.clear()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(
@@ -239,7 +249,7 @@ def quantized_onnx(model: Path) -> Path:
     return out
 
 
-class OnnxSentenceEmbedder:
+class OnnxSentenceEmbedder(_CachedEncoder):
     """Mean-pooled, normalised sentence embeddings from ONNX Runtime (same weights as the torch path).
 
     Handles the standard sentence-transformers layout (BERT-style transformer,
@@ -278,18 +288,6 @@ class OnnxSentenceEmbedder:
         self._batch_size = batch_size
         self._cache = _CueCache(cache_size) if cache_size else None
         self.name = folder.name + ("-int8" if int8 else "")
-
-    def clear_cache(self) -> None:
-        """Forget cached cue embeddings (benchmarks measure each pass cold)."""
-        if self._cache is not None:
-            self._cache.clear()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)

@@ -265,11 +265,8 @@ class LexicalIndex:
             self.save()
 
     def save(self) -> bool:
-        """Write the live rows atomically (temp file + rename); removed traces leave no terms in the file.
-
-        See :func:`hei_nw_plugin.derived.save_atomically`: processes sharing the folder take turns,
-        and a failed save (a full disk) logs and returns False instead of raising.
-        """
+        """Write the live rows through :func:`hei_nw_plugin.derived.save_atomically` (False: the save failed
+        and was logged); removed traces leave no terms in the file."""
         if self.path is None:
             return True
         with self._lock:

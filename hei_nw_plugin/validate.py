@@ -13,13 +13,29 @@ import time
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hei_nw_plugin.config import LimitSettings
 from hei_nw_plugin.errors import InvalidEventError, InvalidNamespaceError, PayloadTooLargeError
 from hei_nw_plugin.types import Cue, MemoryEvent
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _as_model(value: Any, model: type[_M], what: str) -> _M:
+    """``value`` (the model itself, its text alone, or a mapping of its fields) as ``model``, or InvalidEventError."""
+    try:
+        if isinstance(value, model):
+            return value
+        if isinstance(value, str):
+            return model.model_validate({"text": value})
+        if isinstance(value, Mapping):
+            return model.model_validate(dict(value))
+    except ValidationError as err:
+        raise InvalidEventError(f"invalid {what}: {pydantic_message(err)}") from err
+    raise InvalidEventError(f"{what} must be a {model.__name__}, str or mapping, got {type(value).__name__}")
 
 
 def check_namespace(namespace: Any, limits: LimitSettings) -> str:
@@ -37,17 +53,7 @@ def check_namespace(namespace: Any, limits: LimitSettings) -> str:
 def check_event(event: MemoryEvent | str | Mapping[str, Any], limits: LimitSettings) -> MemoryEvent:
     """The event as a validated :class:`MemoryEvent` (within ``limits``), or an InputError naming the field."""
     lim = limits
-    try:
-        if isinstance(event, MemoryEvent):
-            ev = event
-        elif isinstance(event, str):
-            ev = MemoryEvent(text=event)
-        elif isinstance(event, Mapping):
-            ev = MemoryEvent.model_validate(dict(event))
-        else:
-            raise InvalidEventError(f"event must be a MemoryEvent, str or mapping, got {type(event).__name__}")
-    except ValidationError as err:
-        raise InvalidEventError(f"invalid event: {pydantic_message(err)}") from err
+    ev = _as_model(event, MemoryEvent, "event")
     if not ev.text.strip():
         raise InvalidEventError("event text is empty")
     if len(ev.text) > lim.max_text_chars:
@@ -86,17 +92,7 @@ def check_slots(slots: Mapping[str, Any], limits: LimitSettings) -> None:
 
 def check_cue(cue: Cue | str | Mapping[str, Any], limits: LimitSettings) -> Cue:
     """The cue as a validated :class:`Cue`, or an InputError naming the field."""
-    try:
-        if isinstance(cue, Cue):
-            c = cue
-        elif isinstance(cue, str):
-            c = Cue(text=cue)
-        elif isinstance(cue, Mapping):
-            c = Cue.model_validate(dict(cue))
-        else:
-            raise InvalidEventError(f"cue must be a Cue, str or mapping, got {type(cue).__name__}")
-    except ValidationError as err:
-        raise InvalidEventError(f"invalid cue: {pydantic_message(err)}") from err
+    c = _as_model(cue, Cue, "cue")
     if not c.text.strip() and not c.slots:
         raise InvalidEventError("cue is empty: give text or at least one slot")
     if len(c.text) > limits.max_text_chars:
