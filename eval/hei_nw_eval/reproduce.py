@@ -41,11 +41,22 @@ FULL_STEPS: tuple[tuple[str, str], ...] = (
                                                 "--max-new-tokens 24 --quiet --out reports/full")),
     *((f"answers, scenario {sc}", (f"eval --scenario {sc} --n 200 --mode B0,B1,rag,long-context --max-new-tokens 8 --quiet "
                                   "--out reports/full")) for sc in "ABCDE"),
+    ("answers, scenario A by route", "eval --scenario A --n 50 --mode B0,B1,retrieval-only,oracle,rag,long-context --quiet "
+                                     "--out reports/model_A"),
+    ("answers, scenario A, adapter routes", "eval --scenario A --n 50 --mode B1,oracle --route adapter,both --quiet "
+                                            "--out reports/model_A"),
+    ("answers, scenario A, no reader", "eval --scenario A --n 50 --mode B1,oracle --route prefix,adapter,both --no-reader "
+                                       "--quiet --out reports/model_A"),
     ("recall latency", "bench recall --n 1000 10000 100000 --out reports/bench_recall.json"),
     ("crash", "reliability crash --trials 200 --rotation-trials 20 --consolidation-trials 5"),
     ("tamper", "reliability tamper --per-kind 20"),
     ("deletion", "reliability deletion --traces 40 --delete 5"),
     ("fuzz", "reliability fuzz --cases 10000"),
+    ("soak", "reliability soak --minutes 60 --consolidations 1"),
+    ("PostgreSQL faults", "reliability pgfaults --seconds 180 --restarts 4 --terminations 4 --outages 1"),
+    ("disk full", "reliability diskfull --size-mb 8 --rounds 3"),
+    ("concurrency", "reliability concurrency --minutes 10"),
+    ("tenants", "reliability tenants"),
     ("reliability report", "reliability report"),
     ("report: real data", "python eval/real_tables.py reports/full"),
 )
@@ -113,7 +124,8 @@ def committed_paper() -> Path:
     from hei_nw_eval.paper import build_paper
 
     return build_paper(retrieval=reports / "retrieval", answers=reports / "full", consolidation=reports / "consolidation",
-                       reliability=reports / "reliability", out=out)
+                       reliability=reports / "reliability", out=out, routes=reports / "model_A",
+                       latency=reports / "bench_recall.json")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:

@@ -35,3 +35,18 @@ def test_ci_sized_reproduce_writes_records_reports_and_the_paper(tmp_path: Path)
     committed = subprocess.run(["git", "diff", "--exit-code", "--", "paper/hei_nw_results.md"], cwd=REPO,
                                capture_output=True, text=True, check=False)
     assert committed.returncode == 0, "paper/hei_nw_results.md is stale: run hei-nw reproduce and commit it\n" + committed.stdout[:2000]
+
+
+def test_every_full_step_is_a_command_line_the_cli_accepts() -> None:
+    import shlex
+
+    from hei_nw_eval.reproduce import FULL_STEPS
+    from hei_nw_plugin.cli import build_parser
+
+    parser = build_parser()
+    for name, line in FULL_STEPS:
+        args = shlex.split(line)
+        if args[0] == "python":
+            assert (REPO / args[1]).is_file(), name
+        else:
+            parser.parse_args(args)  # argparse exits (SystemExit) on an unknown option
