@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +66,7 @@ def minilm_path() -> Path:
     )
 
 
-class _CachedEncoder:
+class _CachedEncoder(ABC):
     """What the two MiniLM runtimes share: ``embed`` goes through the cue cache to ``_encode``."""
 
     _cache: _CueCache | None
@@ -83,8 +84,9 @@ class _CachedEncoder:
     def embed(self, texts: list[str]) -> np.ndarray:
         return self._cache.through(texts, self._encode) if self._cache is not None else self._encode(texts)
 
+    @abstractmethod
     def _encode(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+        """Unit-norm embeddings of ``texts``, [len(texts), dim] float32, computed without the cache."""
 
 
 class SentenceTransformerEmbedder(_CachedEncoder):
