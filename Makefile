@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	# This project, without its deps, so vLLM finds the `vllm.general_plugins` entry point that
 	# registers the Episodic Adapter model (server/vllm_plugin; needs only torch and vLLM).
 	.venv-vllm/bin/pip install -q --no-deps -e .
+	@ldconfig -p 2>/dev/null | grep -q "libnuma.so.1" || echo "WARNING: libnuma.so.1 is missing: vLLM (hei-nw serve and its tests) cannot start; apt-get install libnuma1"
 	touch $(STAMP)
 
 install: $(STAMP)

