@@ -230,6 +230,11 @@ class ModelSettings(_Section):
     adapter_weights: Path | None = Field(None, description="Trained adapter weights; None uses the shipped weights when the model matches.")
     memory_route: Literal["prefix", "adapter", "both"] = Field("prefix", description="How memory reaches the model in B1/B2.")
     memory_reader: bool = Field(True, description="Apply the memory-reader LoRA while memory is present (B1/B2); off reports the adapter/prefix alone.")
+    reader_abstain_min: float = Field(
+        0.5, ge=0.0, le=1.0, description="The memory reader replies 'Not mentioned' only when that reply's first token has at "
+                                         "least this probability; below it, its best other answer is taken (0 keeps every "
+                                         "abstention). 0.5: it abstains only when abstaining is its majority choice; on LoCoMo dev "
+                                         "greedy decoding abstained on most answerable questions.")
     reader_weights: Path | None = Field(None, description="Memory-reader LoRA folder (peft); None uses the shipped one when the model matches.")
     consolidated_weights: Path | None = Field(None, description="Consolidated LoRA folder (peft) that modes B2/B3 need.")
     recall_k: int = Field(3, ge=1, le=256, description="Traces recalled per question in B1/B2 (recall's k, not k-WTA's).")

@@ -42,7 +42,7 @@ from hei_nw_plugin.adapter import CONFIG_FILE, AdapterConfig, AdapterHook, Episo
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.errors import ConfigError
 from hei_nw_plugin.model.loading import CONVERSION_RECORD, LoadedModel, generation_record, load_base_model
-from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT, OneShot, answer_messages, clean_answer, prompt_memory
+from hei_nw_plugin.model.prompting import ABSTAIN, DEFAULT_ONE_SHOT, OneShot, answer_messages, clean_answer, prompt_memory
 from hei_nw_plugin.surprise import ModelNLLSurprise
 from hei_nw_plugin.types import DEFAULT_NAMESPACE, MemoryEvent, WriteDecision
 
@@ -88,6 +88,23 @@ def _matches_shipped(folder: Path, model_path: str) -> bool:
     return bool(meta.get("base_model", {}).get("weights_sha256") == conv.get("weights_sha256"))
 
 
+class _AbstainGate:
+    """Logits processor of short reader answers: at the first answer token, the abstention reply is
+    forbidden unless its first token alone has probability ``minimum`` (then greedy decoding goes on)."""
+
+    def __init__(self, first_ids: list[int], prompt_len: int, minimum: float) -> None:
+        self.first_ids, self.prompt_len, self.minimum = first_ids, prompt_len, minimum
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] != self.prompt_len:
+            return scores
+        import torch
+
+        unsure = torch.softmax(scores.float(), dim=-1)[:, self.first_ids].sum(dim=-1) < self.minimum
+        scores[unsure.nonzero(as_tuple=True)[0][:, None], torch.tensor(self.first_ids)] = -float("inf")
+        return scores
+
+
 class HeiNwForCausalLM:
     """A causal LM plus episodic memory, adapter and reader (see the module docstring).
 
@@ -121,6 +138,7 @@ class HeiNwForCausalLM:
         self.tokenizer = tokenizer
         self.model_path = model_path
         self._lock = threading.RLock()
+        self._abstain_first: list[int] | None = None
         self._peft: Any = None
         self._reader_path: Path | None = None
         self._consolidated_path: Path | None = None
@@ -378,6 +396,11 @@ class HeiNwForCausalLM:
             kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if stop_newline:
             kwargs |= {"stop_strings": ["\n"], "tokenizer": self.tokenizer}
+        if stop_newline and "reader" in loras and ms.reader_abstain_min > 0:
+            from transformers import LogitsProcessorList
+
+            gate = _AbstainGate(self._abstain_ids(), int(enc["input_ids"].shape[1]), ms.reader_abstain_min)
+            kwargs["logits_processor"] = LogitsProcessorList([gate])
         t = time.perf_counter()
         with self._lock, ExitStack() as stack:
             stack.enter_context(self._loras(loras))
@@ -392,6 +415,13 @@ class HeiNwForCausalLM:
         timings["generate"] = (time.perf_counter() - t) * 1000
         new = out[0, enc["input_ids"].shape[1]:]
         return self.tokenizer.decode(new, skip_special_tokens=True), int(new.numel()), timings
+
+    def _abstain_ids(self) -> list[int]:
+        """First token of the reader's abstention reply, as it starts a reply with and without a space."""
+        if self._abstain_first is None:
+            enc = self.tokenizer.encode
+            self._abstain_first = sorted({enc(ABSTAIN, add_special_tokens=False)[0], enc(" " + ABSTAIN, add_special_tokens=False)[0]})
+        return self._abstain_first
 
     def _plan(self, memory_text: str) -> tuple[str | None, bool, list[str]]:
         """(route, adapter on, LoRA names) for the current mode and memory."""
@@ -496,6 +526,7 @@ class HeiNwForCausalLM:
             "mode": self.mode,
             "memory_route": self.route,
             "memory_reader": self.settings.model.memory_reader and self.has_reader,
+            "reader_abstain_min": self.settings.model.reader_abstain_min,
             "recall_k": self.settings.model.recall_k,
             "answer_max_new_tokens": self.settings.model.answer_max_new_tokens,
             "stop": "newline (answers), end of turn",
