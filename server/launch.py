@@ -55,14 +55,23 @@ class ServerProcess:
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)
+        return self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> Self:
+        """Poll ``/readyz`` until 200; RuntimeError (server stopped) when it exits, reports a failed backend or times out."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2.0).status_code == 200:
+                ready = httpx.get(f"{self.base_url}/readyz", timeout=2.0)
+                if ready.status_code == 200:
                     return self
-            except httpx.HTTPError:
+                if "backend_error" in ready.json():  # vLLM died while starting: it will not come up
+                    self.stop()
+                    raise RuntimeError(f"{self.name}: generation backend failed to start:\n{self.log_tail()}")
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(1.0)
         self.stop()
