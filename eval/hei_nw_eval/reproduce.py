@@ -35,9 +35,9 @@ FULL_STEPS: tuple[tuple[str, str], ...] = (
                                "--max-new-tokens 4 --quiet --out reports/full")) for t, name in _TASKS),
     *((f"answers, bAbI qa{t}, no reader", (f"eval --dataset {_BABI.format(t, name)} --n 1000 --mode B1 --no-reader "
                                           "--max-new-tokens 4 --quiet --out reports/full")) for t, name in _TASKS),
-    ("answers, LoCoMo", f"eval --dataset {_LOCOMO} --mode B0,B1,rag,bm25-rag --max-new-tokens 24 --quiet --out reports/full"),
-    ("answers, LoCoMo, no reader", f"eval --dataset {_LOCOMO} --mode B1 --no-reader --max-new-tokens 24 --quiet --out reports/full"),
-    ("answers, LoCoMo, long context (sampled)", (f"eval --dataset {_LOCOMO} --per-sample 20 --mode long-context "
+    ("answers, LoCoMo", f"eval --dataset {_LOCOMO} --n 1000 --mode B0,B1,rag,bm25-rag --max-new-tokens 24 --quiet --out reports/full"),
+    ("answers, LoCoMo, no reader", f"eval --dataset {_LOCOMO} --n 1000 --mode B1 --no-reader --max-new-tokens 24 --quiet --out reports/full"),
+    ("answers, LoCoMo, long context (sampled)", (f"eval --dataset {_LOCOMO} --per-sample 20 --n 100 --mode long-context "
                                                 "--max-new-tokens 24 --quiet --out reports/full")),
     *((f"answers, scenario {sc}", (f"eval --scenario {sc} --n 200 --mode B0,B1,rag,long-context --max-new-tokens 8 --quiet "
                                   "--out reports/full")) for sc in "ABCDE"),
