@@ -154,7 +154,7 @@ def answers_section(folder: Path, title: str) -> list[str]:
         cols = [_cell(r.metrics.get(c)) for c in ANSWER_COLUMNS]
         rows.append([r.task, r.condition or "", mode_label(r), str(r.n_items), *cols])
     out += _table(["task", "condition", "mode", "n", *ANSWER_COLUMNS], rows) + [""]
-    diffs = [[r.task, f"{c.metric}: {c.mode} − {c.baseline}",
+    diffs = [[r.task, f"{c.metric}: {mode_label(r) if c.mode == r.mode else c.mode} − {c.baseline}",
               f"{c.diff.value:+.3f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]" if c.diff.value is not None and
               c.diff.low is not None and c.diff.high is not None else "–", "yes" if c.excludes_zero else "no"]
              for r in runs for c in r.comparisons]
