@@ -88,23 +88,6 @@ def _matches_shipped(folder: Path, model_path: str) -> bool:
     return bool(meta.get("base_model", {}).get("weights_sha256") == conv.get("weights_sha256"))
 
 
-class _AbstainGate:
-    """Logits processor of short reader answers: at the first answer token, the abstention reply is
-    forbidden unless its first token alone has probability ``minimum`` (then greedy decoding goes on)."""
-
-    def __init__(self, first_ids: list[int], prompt_len: int, minimum: float) -> None:
-        self.first_ids, self.prompt_len, self.minimum = first_ids, prompt_len, minimum
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[1] != self.prompt_len:
-            return scores
-        import torch
-
-        unsure = torch.softmax(scores.float(), dim=-1)[:, self.first_ids].sum(dim=-1) < self.minimum
-        scores[unsure.nonzero(as_tuple=True)[0][:, None], torch.tensor(self.first_ids)] = -float("inf")
-        return scores
-
-
 class HeiNwForCausalLM:
     """A causal LM plus episodic memory, adapter and reader (see the module docstring).
 
@@ -399,7 +382,9 @@ class HeiNwForCausalLM:
         if stop_newline and "reader" in loras and ms.reader_abstain_min > 0:
             from transformers import LogitsProcessorList
 
-            gate = _AbstainGate(self._abstain_ids(), int(enc["input_ids"].shape[1]), ms.reader_abstain_min)
+            from hei_nw_plugin.model.abstain import AbstainGate
+
+            gate = AbstainGate(self._abstain_ids(), int(enc["input_ids"].shape[1]), ms.reader_abstain_min)
             kwargs["logits_processor"] = LogitsProcessorList([gate])
         t = time.perf_counter()
         with self._lock, ExitStack() as stack:

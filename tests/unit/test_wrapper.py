@@ -184,9 +184,9 @@ def test_adapter_reads_never_use_a_cached_head() -> None:
 
 
 def test_abstain_gate_forbids_an_unsure_abstention_at_the_first_answer_token_only() -> None:
-    from hei_nw_plugin.wrapper import _AbstainGate
+    from hei_nw_plugin.model.abstain import AbstainGate
 
-    gate = _AbstainGate([2, 3], prompt_len=5, minimum=0.9)
+    gate = AbstainGate([2, 3], prompt_len=5, minimum=0.9)
     # row 0: abstention tokens 2+3 hold 0.8 of the mass (unsure) -> forbidden; row 1: 0.97 -> kept
     probs = torch.tensor([[0.1, 0.1, 0.5, 0.3], [0.01, 0.02, 0.9, 0.07]])
     out = gate(torch.zeros(2, 5, dtype=torch.long), probs.log().clone())
@@ -194,5 +194,5 @@ def test_abstain_gate_forbids_an_unsure_abstention_at_the_first_answer_token_onl
     assert int(out[1].argmax()) == 2 and torch.isfinite(out[1]).all()
     later = gate(torch.zeros(2, 6, dtype=torch.long), probs.log().clone())
     assert torch.isfinite(later).all()  # later tokens are never touched
-    assert torch.equal(_AbstainGate([2, 3], 5, 0.0)(torch.zeros(1, 5, dtype=torch.long), probs[:1].log().clone()),
+    assert torch.equal(AbstainGate([2, 3], 5, 0.0)(torch.zeros(1, 5, dtype=torch.long), probs[:1].log().clone()),
                        probs[:1].log())

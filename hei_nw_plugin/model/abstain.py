@@ -1,0 +1,20 @@
+"""The memory reader's abstention rule as a logits processor (see ``model.reader_abstain_min``)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class AbstainGate:
+    """Logits processor of short reader answers: at the first answer token, the abstention reply is
+    forbidden unless its first token alone has probability ``minimum`` (then greedy decoding goes on)."""
+
+    def __init__(self, first_ids: list[int], prompt_len: int, minimum: float) -> None:
+        self.first_ids, self.prompt_len, self.minimum = first_ids, prompt_len, minimum
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] != self.prompt_len:
+            return scores
+        unsure = torch.softmax(scores.float(), dim=-1)[:, self.first_ids].sum(dim=-1) < self.minimum
+        scores[unsure.nonzero(as_tuple=True)[0][:, None], torch.tensor(self.first_ids)] = -float("inf")
+        return scores
