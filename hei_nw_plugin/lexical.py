@@ -116,6 +116,8 @@ class LexicalIndex:
         self._post_tf: dict[int, array] = {}  # term -> counts
         self._df: dict[int, int] = {}
         self._live_len = 0
+        self._lengths: np.ndarray | None = None  # float32 copy of _len for scoring (see _row_arrays)
+        self._acc, self._touched = np.zeros(0, dtype=np.float64), np.zeros(0, dtype=bool)
         self._dirty = 0
         self._removed_since_save = False  # the file on disk may still hold the terms of a trace removed since
         self.loaded_from_disk = False
@@ -189,6 +191,7 @@ class LexicalIndex:
         self._row, self._seq, self._len, self._time, self._alive = {}, array("Q"), array("I"), array("d"), bytearray()
         self._terms, self._tfs, self._post, self._post_tf, self._df = [], [], {}, {}, {}
         self._live_len = 0
+        self._lengths = None
 
     # ------------------------------------------------------------------ reading
     def terms_of(self, seq: int) -> frozenset[int]:
@@ -211,28 +214,46 @@ class LexicalIndex:
             terms = [t for t in dict.fromkeys(np.asarray(query, dtype=np.uint32).tolist()) if t in self._df]
             if not n_docs or not terms or count < 1:
                 return LexicalHits(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32))
-            lengths = np.frombuffer(self._len, dtype=np.uint32).astype(np.float32)
-            alive = np.frombuffer(self._alive, dtype=np.uint8).astype(bool)
+            lengths, alive = self._row_arrays()
             avg = max(self._live_len / n_docs, 1e-9)
-            rows_parts, score_parts = [], []
+            # Scores accumulate in a buffer over all rows, term after term (a row appears once per
+            # posting list), so no sort of the touched rows is needed; touched rows come out ascending.
+            acc, touched = self._scratch()
             for t in terms:
                 df = self._df[t]
                 idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
                 rows = np.frombuffer(self._post[t], dtype=np.uint32)
                 tf = np.frombuffer(self._post_tf[t], dtype=np.uint16).astype(np.float32)
-                keep = alive[rows]
-                rows, tf = rows[keep], tf[keep]
+                if alive is not None:
+                    keep = alive[rows]
+                    rows, tf = rows[keep], tf[keep]
                 norm = self.k1 * (1.0 - self.b + self.b * lengths[rows] / avg)
-                rows_parts.append(rows)
-                score_parts.append(idf * tf * (self.k1 + 1.0) / (tf + norm))
-            rows = np.concatenate(rows_parts)
-            uniq, inverse = np.unique(rows, return_inverse=True)
-            scores = np.bincount(inverse, weights=np.concatenate(score_parts)).astype(np.float32)
+                acc[rows] += idf * tf * (self.k1 + 1.0) / (tf + norm)
+                touched[rows] = True
+            uniq = np.flatnonzero(touched)
+            scores = acc[uniq].astype(np.float32)
+            acc[uniq] = 0.0
+            touched[uniq] = False
             top = np.argsort(-scores, kind="stable")[:count] if len(scores) <= count else \
                 np.argpartition(-scores, count - 1)[:count]
             top = top[np.argsort(-scores[top], kind="stable")]
             seq_arr = np.frombuffer(self._seq, dtype=np.uint64)
             return LexicalHits(seq_arr[uniq[top]].copy(), scores[top])
+
+    def _row_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Row lengths as float32, and the alive mask (None while no row is dead); rebuilt after a change."""
+        if self._lengths is None or len(self._lengths) != len(self._len):
+            self._lengths = np.frombuffer(self._len, dtype=np.uint32).astype(np.float32)
+        if len(self._row) == len(self._seq):
+            return self._lengths, None
+        return self._lengths, np.frombuffer(self._alive, dtype=np.uint8).astype(bool)
+
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed per-row score and touched buffers for one search (grown with the index; held under the lock)."""
+        if len(self._acc) < len(self._seq):
+            self._acc = np.zeros(len(self._seq) * 2, dtype=np.float64)
+            self._touched = np.zeros(len(self._seq) * 2, dtype=bool)
+        return self._acc, self._touched
 
     def score(self, query: np.ndarray, seqs: Sequence[int]) -> np.ndarray:
         """BM25 of the query against the given traces (0 for one not indexed or not matching)."""
@@ -243,7 +264,7 @@ class LexicalIndex:
                 return out
             rows = np.array([self._row.get(int(x), -1) for x in seqs], dtype=np.int64)
             have = rows >= 0
-            lengths = np.frombuffer(self._len, dtype=np.uint32).astype(np.float32)
+            lengths, _alive = self._row_arrays()
             norm = np.zeros(len(seqs), dtype=np.float32)
             norm[have] = self.k1 * (1.0 - self.b + self.b * lengths[rows[have]] / max(self._live_len / n_docs, 1e-9))
             for t in dict.fromkeys(np.asarray(query, dtype=np.uint32).tolist()):

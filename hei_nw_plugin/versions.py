@@ -64,10 +64,14 @@ def supersede_slots(scores: np.ndarray, slots: Sequence[Mapping[str, Any] | None
     for i, sg in enumerate(sigs):
         for member in sg:
             buckets.setdefault(member, []).append(i)
+    if all(len(js) < 2 for js in buckets.values()):  # no two candidates are versions of one fact
+        return out
     for i in sorted((i for i, sg in enumerate(sigs) if sg), key=lambda x: -seqs[x]):  # newest first: a newer version's score is final
         si = slots[i]
         assert si is not None
         for member in sigs[i]:
+            if len(buckets[member]) < 2:  # only this trace has that signature
+                continue
             x = member[0]
             if cue.get(x) == str(si[x]).strip().lower():
                 continue  # the cue asks for this very version

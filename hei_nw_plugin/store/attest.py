@@ -13,14 +13,20 @@ purpose: they change on every recall and only steer eviction order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection, select
+
 from hei_nw_plugin.store import crypto
 from hei_nw_plugin.store.keys import KeyProvider
+from hei_nw_plugin.store.records import GENESIS
+from hei_nw_plugin.store.schema import provenance
 
 Problem = tuple[str, str]
 """(kind, detail): kind is one of bad_record, bad_hash, broken_chain, bad_signature, unexpected_row,
@@ -145,15 +151,16 @@ class AttestedRows:
     which always walks the whole log, not by later reads of that unchanged row.
     """
 
-    def __init__(self, size: int = 65536) -> None:
+    def __init__(self, size: int = 262144) -> None:
         self.size = size
-        self._ok: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._ok: OrderedDict[bytes, None] = OrderedDict()  # 16-byte digests: ~0.1 kB an entry
         self._lock = threading.Lock()
 
     @staticmethod
-    def version(r: Any) -> tuple[Any, ...]:
-        return (r.id, int(r.seq), r.namespace, repr(r.created_at), r.ext_key, repr(r.expires_at), bool(r.pinned),
-                float(r.gate_score), crypto.sha256_hex(r.payload, r.key_blob))
+    def version(r: Any) -> bytes:
+        fields = (r.id, int(r.seq), r.namespace, repr(r.created_at), r.ext_key, repr(r.expires_at), bool(r.pinned),
+                  float(r.gate_score), crypto.sha256_hex(r.payload, r.key_blob))
+        return hashlib.blake2b(repr(fields).encode("utf-8"), digest_size=16).digest()
 
     def seen(self, r: Any) -> bool:
         key = self.version(r)
@@ -174,3 +181,21 @@ class AttestedRows:
     def clear(self) -> None:
         with self._lock:
             self._ok.clear()
+
+
+def predecessors(conn: Connection, seqs: Sequence[int], chunk: int) -> dict[int, str]:
+    """seq -> hash of the provenance record just before it (the genesis hash for the first record)."""
+    want = sorted({s - 1 for s in seqs})
+    found: dict[int, str] = {}
+    for start in range(0, len(want), chunk):
+        found.update(conn.execute(select(provenance.c.seq, provenance.c.record_hash).where(
+            provenance.c.seq.in_(want[start:start + chunk]))).all())
+    out: dict[int, str] = {}
+    for s in seqs:
+        if s - 1 in found:
+            out[s] = found[s - 1]
+        else:  # a gap: a rolled-back sequence value on PostgreSQL, or a deleted record
+            prev = conn.execute(select(provenance.c.record_hash).where(provenance.c.seq < s)
+                                .order_by(provenance.c.seq.desc()).limit(1)).scalar()
+            out[s] = prev if prev is not None else GENESIS
+    return out

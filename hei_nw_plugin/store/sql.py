@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,14 @@ class SQLTraceStore(StoreMaintenance):
 
     @faults.retrying
     def _insert_tx(self, rows: Sequence[NewTrace], priority: Sequence[float] | None) -> list[StoredRef]:
+        written: list[dict[str, Any]] = []  # column values of the rows written, attested once the commit is through
+        refs = self._insert_rows(rows, priority, written)
+        for values in written:  # this process sealed and signed these very bytes: later reads need not verify them
+            self._attested.add(SimpleNamespace(**values))
+        return refs
+
+    def _insert_rows(self, rows: Sequence[NewTrace], priority: Sequence[float] | None,
+                     written: list[dict[str, Any]]) -> list[StoredRef]:
         with self._tx() as conn:
             # Read the current key inside the write lock: a rotation by another process sharing the key
             # file has then either re-wrapped this batch's keys already or will wait for its commit.
@@ -207,12 +216,13 @@ class SQLTraceStore(StoreMaintenance):
             kek_id = self.keys.current_kek_id()
             kek = self.keys.kek(kek_id)
             if any(r.ext_key is not None for r in rows):
-                return [self._insert_one(conn, row, kek_id, kek, priority[i] if priority is not None else row.gate_score)
-                        for i, row in enumerate(rows)]
+                return [self._insert_one(conn, row, kek_id, kek, priority[i] if priority is not None else row.gate_score,
+                                         written) for i, row in enumerate(rows)]
             sealed = [seal_row(row, kek) for row in rows]
+            values = [trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)]
             seqs = [int(r.seq) for r in conn.execute(
-                insert(traces).returning(traces.c.seq, sort_by_parameter_order=True),
-                [trace_values(row, blob) for row, (blob, _w) in zip(rows, sealed, strict=True)])]
+                insert(traces).returning(traces.c.seq, sort_by_parameter_order=True), values)]
+            written.extend({**v, "seq": seq} for v, seq in zip(values, seqs, strict=True))
             conn.execute(insert(trace_keys), [{"trace_seq": seq, "kek_id": kek_id, "wrapped_dek": w}
                                               for seq, (_b, w) in zip(seqs, sealed, strict=True)])
             queued = [{"trace_seq": seq, "namespace": row.namespace, "enqueued_at": row.created_at,
@@ -232,7 +242,8 @@ class SQLTraceStore(StoreMaintenance):
                 provenance.c.event == "write", provenance.c.trace_id.in_(list(trace_ids)))).all()
         return {tid: int(json.loads(text)["seq"]) for tid, text in recs}
 
-    def _insert_one(self, conn: Connection, row: NewTrace, kek_id: str, kek: bytes, priority: float) -> StoredRef:
+    def _insert_one(self, conn: Connection, row: NewTrace, kek_id: str, kek: bytes, priority: float,
+                    written: list[dict[str, Any]]) -> StoredRef:
         replaced = None
         if row.ext_key is not None:
             old = conn.execute(select(traces.c.seq, traces.c.id).where(
@@ -241,7 +252,9 @@ class SQLTraceStore(StoreMaintenance):
                 self._delete_rows(conn, row.namespace, [(old.seq, old.id)], reason="replaced")
                 replaced = int(old.seq)
         blob, wrapped = seal_row(row, kek)
-        seq = int(conn.execute(insert(traces).values(**trace_values(row, blob)).returning(traces.c.seq)).scalar_one())
+        values = trace_values(row, blob)
+        seq = int(conn.execute(insert(traces).values(**values).returning(traces.c.seq)).scalar_one())
+        written.append({**values, "seq": seq})
         conn.execute(insert(trace_keys).values(trace_seq=seq, kek_id=kek_id, wrapped_dek=wrapped))
         if not row.cold:  # a cold trace is never consolidated
             conn.execute(insert(replay_queue).values(
@@ -420,7 +433,7 @@ class SQLTraceStore(StoreMaintenance):
     def _attest_chunk(self, conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
         recs = conn.execute(select(provenance).where(provenance.c.trace_id.in_([r.id for r in rows]))
                             .order_by(provenance.c.seq)).all()
-        prevs = self._predecessors(conn, [int(p.seq) for p in recs])
+        prevs = attest.predecessors(conn, [int(p.seq) for p in recs], _ATTEST_CHUNK)
         refused: dict[str, str] = {}
         histories: dict[str, attest.TraceHistory] = {}
         for p in recs:
@@ -433,24 +446,6 @@ class SQLTraceStore(StoreMaintenance):
             if r.id not in refused and (problems := attest.row_problems(r, histories.get(r.id))):
                 refused[r.id] = problems[0][1]
         return refused
-
-    @staticmethod
-    def _predecessors(conn: Connection, seqs: Sequence[int]) -> dict[int, str]:
-        """seq -> hash of the provenance record just before it (the genesis hash for the first record)."""
-        want = sorted({s - 1 for s in seqs})
-        found: dict[int, str] = {}
-        for start in range(0, len(want), _ATTEST_CHUNK):
-            found.update(conn.execute(select(provenance.c.seq, provenance.c.record_hash).where(
-                provenance.c.seq.in_(want[start:start + _ATTEST_CHUNK]))).all())
-        out: dict[int, str] = {}
-        for s in seqs:
-            if s - 1 in found:
-                out[s] = found[s - 1]
-            else:  # a gap: a rolled-back sequence value on PostgreSQL, or a deleted record
-                prev = conn.execute(select(provenance.c.record_hash).where(provenance.c.seq < s)
-                                    .order_by(provenance.c.seq.desc()).limit(1)).scalar()
-                out[s] = prev if prev is not None else GENESIS
-        return out
 
     def _decode(self, r: Any) -> Trace:
         return self._decode_with_features(r)[0]

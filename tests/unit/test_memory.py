@@ -449,12 +449,34 @@ def test_a_row_version_is_attested_once_and_a_changed_row_again(tmp_path: Path) 
     real = m.store._attest_chunk
     m.store._attest_chunk = lambda conn, rows: checked.append(len(rows)) or real(conn, rows)  # type: ignore[method-assign]
     m.get(tid, namespace="n")
+    assert checked == []  # this process sealed and signed the row it reads back
+    m.close()
+    m = HEIMemory.open(tmp_path, embedder=HashingEmbedder())
+    real = m.store._attest_chunk
+    m.store._attest_chunk = lambda conn, rows: checked.append(len(rows)) or real(conn, rows)  # type: ignore[method-assign]
+    m.get(tid, namespace="n")
     m.get(tid, namespace="n")
     m.recall("spare key", k=1, namespace="n")
-    assert checked == [1]  # looked up once, then known
+    assert checked == [1]  # another process's row: looked up once, then known
     with sqlite3.connect(tmp_path / "traces.db") as db:
         db.execute("UPDATE hei_traces SET gate_score = gate_score + 1")
     with pytest.raises(IntegrityError):
         m.get(tid, namespace="n")
     assert checked == [1, 1]
+    m.close()
+
+
+def test_a_row_written_here_and_changed_on_disk_is_refused(tmp_path: Path) -> None:
+    from hei_nw_plugin.embed import HashingEmbedder
+    from hei_nw_plugin.errors import IntegrityError
+
+    m = HEIMemory.open(tmp_path, embedder=HashingEmbedder())
+    tid = m.write({**FACT, "force": True}, namespace="n").trace_id
+    keyed = m.write({**FACT, "text": "The spare key is under the red pot.", "key": "spare", "force": True},
+                    namespace="n").trace_id
+    with sqlite3.connect(tmp_path / "traces.db") as db:
+        db.execute("UPDATE hei_traces SET gate_score = gate_score + 1")
+    for t in (tid, keyed):
+        with pytest.raises(IntegrityError):
+            m.get(t, namespace="n")
     m.close()
