@@ -161,6 +161,7 @@ def bench_recall(sizes: list[int], *, queries: int = 200, k: int = 5, seed: int 
             mem.close()
     report = {"benchmark": "recall", "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
               "embedder": type(embedder).__name__ if embedder is not None else None,
+              "embedder_model": getattr(embedder, "name", None),  # "-int8" when embedder.quantize is int8
               "settings": (settings or HeiNwSettings()).model_dump(mode="json"), "seed": seed, "results": results}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,9 +197,12 @@ class EmbedderSettings(_Section):
         description="Threads of one ONNX embedding call; None uses min(2, CPUs). On this 2-core machine, idle, one cue took "
                     "6.7 ms p50 / 8.2 ms p95 with 1 thread and 4.4 / 5.3 ms with 2; use 1 when many recalls run at once.")
     quantize: Literal["none", "int8"] = Field(
-        "none", description="'int8': run an int8 copy of the ONNX model (dynamic quantisation of the weights): ~2x faster "
-                            "per cue and ~3x in batches on this CPU, vectors at cosine ~0.97 to float's. Choose it when a "
-                            "store is created: keys written with one and recalled with the other match less well.")
+        "none", description="'int8': run an int8 copy of the ONNX model (dynamic quantisation, one scale per weight "
+                            "channel). On this 2-core CPU a short cue took 1.9 ms p50 against 3.9 and batches ran at 1,145 "
+                            "against 633 sentences/s; vectors at cosine 0.992 (median) to float's; dev recall unchanged "
+                            "within CI (LoCoMo recall@5 0.605 vs 0.602, bAbI qa2 all@5 0.929 vs 0.932, qa3 all@10 0.666 "
+                            "vs 0.669). Choose it when a store is created: keys written with one and recalled with the "
+                            "other match less well.")
     spin: bool = Field(
         False, description="Let ONNX's idle intra-op threads spin-wait for the next call. Off by default: a spinning thread "
                            "takes a core from the numpy work that follows each embedding (k-WTA, Hopfield), and on 2 cores "

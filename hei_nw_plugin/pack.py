@@ -82,9 +82,9 @@ class Packer:
         ids: list[str] = []
         truncated = False
         for trace in traces:
-            candidate = "\n".join([*lines, self.line(len(lines) + 1, trace)])
-            if self.count(candidate) <= budget:
-                lines.append(self.line(len(lines) + 1, trace))
+            line = self.line(len(lines) + 1, trace)
+            if self.count("\n".join([*lines, line])) <= budget:
+                lines.append(line)
                 ids.append(trace.id)
                 continue
             truncated = True

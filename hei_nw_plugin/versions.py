@@ -21,6 +21,7 @@ Order is by ``created_at`` then write order, so dated events written out of orde
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,13 +105,13 @@ def supersede_text(
         return out
     # Pairwise relations as matrices over the participants (a few dozen at most): term incidence M,
     # anchor and named columns of it, feature cosines.
-    vocab = sorted(set().union(*(terms[i] for i in part)))
-    col = {t: c for c, t in enumerate(vocab)}
+    sizes = [len(terms[i]) for i in part]
+    flat = np.fromiter(itertools.chain.from_iterable(terms[i] for i in part), dtype=np.int64, count=sum(sizes))
+    vocab, cols = np.unique(flat, return_inverse=True)
     inc = np.zeros((len(part), len(vocab)), dtype=np.float32)
-    for r, i in enumerate(part):
-        inc[r, [col[t] for t in terms[i]]] = 1.0
-    is_anchor = np.array([t in anchors for t in vocab])
-    is_named = np.array([t in named_by for t in vocab])
+    inc[np.repeat(np.arange(len(part)), sizes), cols] = 1.0
+    is_anchor = np.isin(vocab, np.fromiter(anchors, dtype=np.int64, count=len(anchors)))
+    is_named = np.isin(vocab, np.fromiter(named_by, dtype=np.int64, count=len(named_by)))
     anc, nam = inc[:, is_anchor], inc[:, is_named]
     shared_anchor = anc @ anc.T
     shared_other = inc @ inc.T - shared_anchor

@@ -106,6 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         modes = [m for m in modes if m not in ("B2", "B3")]
         if not modes:
             return
+    if args.n is None and args.dataset:  # a dataset holds hundreds of questions: say that 20 of them are asked
+        print("note: asking 20 questions of the dataset (the default); --n 1000 asks every question", flush=True)
     results = run_eval(
         scenario=args.scenario, dataset=args.dataset, modes=modes, condition=args.condition, n=args.n or 20,
         seed=args.seed, out=args.out, route=routes, hopfield=not args.no_hopfield, reader=not args.no_reader,

@@ -94,10 +94,11 @@ def test_spin_setting_reaches_the_onnx_session(tmp_path: Path) -> None:
 def test_int8_copy_is_made_once_and_stays_close_to_float(tmp_path: Path,
                                                         pair: tuple[OnnxSentenceEmbedder, SentenceTransformerEmbedder]) -> None:
     int8 = OnnxSentenceEmbedder(cache_size=0, cache_dir=tmp_path, int8=True)
-    assert sorted(p.name.endswith("-int8.onnx") for p in tmp_path.glob("*.onnx")) == [False, True]
+    assert sorted(p.name.endswith("-int8pc.onnx") for p in tmp_path.glob("*.onnx")) == [False, True]
     a, b = pair[0].embed(TEXTS[:2] + TEXTS[3:]), int8.embed(TEXTS[:2] + TEXTS[3:])
     cos = (a * b).sum(axis=1)
-    assert cos[:3].min() > 0.95 and cos[3] > 0.8 and not np.allclose(a, b)  # a different, close vector (the 256-token text drifts most)
+    # A different, close vector (per-channel scales: ~0.99; the 256-token text drifts most).
+    assert cos[:3].min() > 0.98 and cos[3] > 0.9 and not np.allclose(a, b)
     assert int8.name.endswith("-int8")
     with pytest.raises(ConfigError, match="int8"):
         default_embedder(backend="torch", quantize="int8")
