@@ -145,10 +145,12 @@ def row_problems(r: Any, history: TraceHistory | None) -> list[Problem]:
 class AttestedRows:
     """Row versions that already matched their signed provenance in this process (LRU).
 
-    Keyed by the row's id, seq, namespace, times, caller key, gate score, pin flag, expiry and
-    the hash of its ciphertext and key: any change to the row is a new version and is checked
-    again. A provenance record edited after its row was read here is found by ``verify()``,
-    which always walks the whole log, not by later reads of that unchanged row.
+    Keyed by a digest of the row's id, seq, namespace, times, caller key, gate score, pin flag,
+    expiry and the hash of its ciphertext and key: any change to the row is a new version and is
+    checked again. Rows this process wrote enter when their transaction commits (it sealed and
+    signed those very bytes), so a recall of a just-written trace pays no signature check. A
+    provenance record edited after its row was read here is found by ``verify()``, which always
+    walks the whole log, not by later reads of that unchanged row.
     """
 
     def __init__(self, size: int = 262144) -> None:
