@@ -37,7 +37,7 @@ FULL_STEPS: tuple[tuple[str, str], ...] = (
                                           "--max-new-tokens 4 --quiet --out reports/full")) for t, name in _TASKS),
     ("answers, LoCoMo", f"eval --dataset {_LOCOMO} --n 1000 --mode B0,B1,rag,bm25-rag --max-new-tokens 24 --quiet --out reports/full"),
     ("answers, LoCoMo, no reader", f"eval --dataset {_LOCOMO} --n 1000 --mode B1 --no-reader --max-new-tokens 24 --quiet --out reports/full"),
-    ("answers, LoCoMo, long context (sampled)", (f"eval --dataset {_LOCOMO} --per-sample 20 --n 100 --mode long-context "
+    ("answers, LoCoMo, long context (sampled)", (f"eval --dataset {_LOCOMO} --per-sample 5 --n 25 --mode long-context "
                                                 "--max-new-tokens 24 --quiet --out reports/full")),
     *((f"answers, scenario {sc}", (f"eval --scenario {sc} --n 200 --mode B0,B1,rag,long-context --max-new-tokens 8 --quiet "
                                   "--out reports/full")) for sc in "ABCDE"),
@@ -48,6 +48,9 @@ FULL_STEPS: tuple[tuple[str, str], ...] = (
     ("answers, scenario A, no reader", "eval --scenario A --n 50 --mode B1,oracle --route prefix,adapter,both --no-reader "
                                        "--quiet --out reports/model_A"),
     ("recall latency", "bench recall --n 1000 10000 100000 --out reports/bench_recall.json"),
+    ("recall latency, int8 embedder", "--config examples/fast_recall.toml bench recall --n 100000 "
+                                      "--out reports/bench_recall_int8.json"),
+    ("recall beside LangChain", "python eval/bench_vs_langchain.py --n 100000 --out reports/bench_vs_langchain.json"),
     ("crash", "reliability crash --trials 200 --rotation-trials 20 --consolidation-trials 5"),
     ("tamper", "reliability tamper --per-kind 20"),
     ("deletion", "reliability deletion --traces 40 --delete 5"),
