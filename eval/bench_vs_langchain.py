@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hei_nw_eval.baselines import EngineEmbeddings
+from hei_nw_eval.baselines import RagStore
 
 from hei_nw_plugin.bench import _cue, _pct, bench_recall, synthetic_event
 from hei_nw_plugin.config import HeiNwSettings
@@ -44,13 +44,8 @@ def _cues(events: list[Any], n: int, queries: int, seed: int) -> list[tuple[int,
 
 def langchain_side(settings: HeiNwSettings, events: list[Any], cues: list[tuple[int, dict[str, Any]]], *, k: int,
                    progress: bool = True) -> dict[str, Any]:
-    from langchain_core.embeddings import Embeddings
-    from langchain_core.vectorstores import InMemoryVectorStore
-
-    class _Adapter(EngineEmbeddings, Embeddings):
-        pass
-
-    store = InMemoryVectorStore(embedding=_Adapter(embedder_from_settings(settings.embedder, cache=False)))
+    # The RAG baseline's store: LangChain's InMemoryVectorStore over the same embedder.
+    store = RagStore(embedder_from_settings(settings.embedder, cache=False)).store
     t0 = time.perf_counter()
     step = 4096
     for start in range(0, len(events), step):
