@@ -3,21 +3,26 @@
 :class:`ConsolidationWorker` runs one consolidation per :meth:`~ConsolidationWorker.step`:
 
 1. the :class:`~hei_nw_plugin.replay.ReplayScheduler` picks ``replay_size``
-   traces (CA2 priority, or ``shuffled`` for the ablation: same budget);
-   traces of earlier accepted versions are rehearsed beside them, so a later
+   traces (CA2 priority, which favours traces recall has returned, or
+   ``shuffled`` for the ablation: same budget); up to ``rehearse`` traces of
+   earlier accepted versions are rehearsed beside them, so a later
    consolidation starts from the previous adapter without overwriting it;
 2. each trace gives training rows (:mod:`hei_nw_plugin.consolidation_rows`): a
    language-model row of its text and Cue→Answer rows asking each slot from the
-   others, in the one-shot answer template the model is asked with, memory empty;
-   anchor rows (general questions outside the drift set, with their reference
-   answers) are mixed in, because training on episode rows alone taught the
-   model to answer every question from the episodes (measured on an H100:
-   base-task score 12/12 -> 0/12 after 60 steps at lr 1e-3, no anchors);
-3. a peft LoRA is trained (answer / text tokens only carry loss), bounded by
-   ``max_steps`` and ``max_seconds``; an interrupted run leaves a checkpoint
-   the next ``step()`` resumes bit for bit;
-4. the :class:`~hei_nw_plugin.drift.DriftGuard` scores the base tasks; a version
-   that loses more than ``drift_max_drop`` of them is kept on disk as
+   others in several wordings (rehearsed traces: the plain wording only), in the
+   one-shot answer template the model is asked with, memory empty;
+3. a peft LoRA is trained (answer / text tokens only carry loss) until the new
+   and rehearsed Cue→Answer rows are answered (``stop_train_em``), bounded by
+   ``max_steps`` and ``max_seconds``; each step also pulls the model towards the
+   frozen base model's next-token distribution on general prompts (KL, weight
+   ``kl_weight``), because training on episode rows alone taught the model to
+   answer every question from the episodes (H100: base tasks 12/12 -> 0/12
+   after 60 steps). An interrupted run leaves a checkpoint the next ``step()``
+   resumes bit for bit;
+4. the :class:`~hei_nw_plugin.drift.DriftGuard` scores base-task accuracy
+   (log-likelihood choice among four answers, 239 items) and held-text
+   perplexity; a version that loses more than ``drift_max_drop`` points or
+   raises perplexity by more than ``drift_max_ppl_rise`` is kept on disk as
    ``rejected`` and the previous version stays active;
 5. the version folder ``vNNNN/`` gets the adapter and ``lineage.json`` (trace
    ids, config, base-model weights hash, metrics); the lineage is appended to
@@ -34,7 +39,6 @@ surviving traces only (or roll back to a version from before the trace).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -47,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hei_nw_plugin.consolidation_config import ConsolidationConfig, steps_for
-from hei_nw_plugin.consolidation_rows import TrainingRow, anchor_rows, build_rows
+from hei_nw_plugin.consolidation_rows import TrainingRow, build_rows, kl_rows
 from hei_nw_plugin.errors import ConfigError, TraceNotFoundError
 from hei_nw_plugin.model.prompting import DEFAULT_ONE_SHOT, OneShot
 from hei_nw_plugin.types import DEFAULT_NAMESPACE, Trace
@@ -76,6 +80,8 @@ class ConsolidationResult:
     rehearsed_ids: list[str] = field(default_factory=list)
     rows: int = 0
     steps: int = 0
+    train_em: float | None = None
+    """Share of the Cue→Answer rows answered exactly (teacher forcing) when training stopped."""
     train_seconds: float = 0.0
     total_seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -213,28 +219,45 @@ class ConsolidationWorker:
         if self._drift is None:
             from hei_nw_plugin.drift import DriftGuard
 
-            self._drift = DriftGuard(max_drop=self.config.drift_max_drop)
+            self._drift = DriftGuard(max_drop=self.config.drift_max_drop, max_ppl_rise=self.config.drift_max_ppl_rise)
         return self._drift
 
     def _reference_drift(self) -> DriftScore:
-        """The base model's base-task score, computed once per out_dir and base."""
-        from hei_nw_plugin.drift import DriftScore, model_answerer
+        """The base model's drift-probe score, computed once per out_dir, base model and probe."""
+        from hei_nw_plugin.drift import DriftScore
 
         state = self._state()
         cached = state.get("base_drift")
-        if cached and cached.get("base_sha256") == self.base_hash and cached.get("n") == len(self._guard().tasks):
-            return DriftScore(correct=cached["correct"], n=cached["n"], seconds=cached["seconds"], wrong=cached["wrong"])
+        key = {"base_sha256": self.base_hash, "probe": self._guard().signature}
+        if cached and all(cached.get(k) == v for k, v in key.items()):
+            return DriftScore.from_dict(cached)
         model, tok = self._base_model()
-        score = self._guard().score(model_answerer(model, tok))
-        state["base_drift"] = score.to_dict() | {"base_sha256": self.base_hash}
+        score = self._guard().score(model, tok)
+        state["base_drift"] = score.to_dict() | key
         self._save_state(state)
         return score
 
-    def _anchors(self) -> list[tuple[str, str]]:
-        """(question, reference answer) pairs of general questions outside the drift set."""
-        from hei_nw_plugin.drift import anchor_pairs
+    def _kl_rows(self) -> list[TrainingRow]:
+        """Distillation rows: general prompts (disjoint from the drift probe; none from memory) with the base
+        model's greedy answers, in this worker's answer template and the default one (cached per base model)."""
+        from hei_nw_plugin.drift import general_prompts
 
-        return anchor_pairs(self.config.anchors, exclude=self._guard().tasks) if self.config.anchors else []
+        if self.config.kl_weight <= 0:
+            return []
+        questions, texts = general_prompts()
+        state = self._state()
+        cached = state.get("kl_answers") or {}
+        if cached.get("base_sha256") != self.base_hash or cached.get("questions") != questions:
+            model, tok = self._base_model()
+            from hei_nw_plugin.drift import base_answer
+
+            cached = {"base_sha256": self.base_hash, "questions": questions,
+                      "answers": [base_answer(model, tok, q) for q in questions]}
+            state = self._state()
+            state["kl_answers"] = cached
+            self._save_state(state)
+        pairs = list(zip(questions, cached["answers"]))
+        return kl_rows(pairs, texts, one_shots=[self.one_shot, DEFAULT_ONE_SHOT])
 
     # ------------------------------------------------------------------ traces
     def _traces_by_id(self, pairs: Sequence[tuple[str, str]]) -> list[Trace]:
@@ -252,6 +275,7 @@ class ConsolidationWorker:
         from hei_nw_plugin.replay import ReplayScheduler
 
         cfg = self.config
+        self.memory.flush()  # recall counts steer the priority
         sched = ReplayScheduler(self.memory)
         batches = []
         # One budget across namespaces: each namespace proposes, the global priority decides.
@@ -307,28 +331,46 @@ class ConsolidationWorker:
         if not replay:
             return ConsolidationResult(status="empty", version=None, folder=None, total_seconds=time.perf_counter() - t_start)
         parent = None if fresh else parent
-        rows = build_rows(replay + rehearsal, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows)
+        rows = build_rows(replay, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows, paraphrase=cfg.paraphrase)
+        rows += build_rows(rehearsal, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows, paraphrase=False)
         if not rows:
             raise ConfigError("the picked traces give no training rows (enable lm_rows or qa_rows)")
         _reset_peak_rss()
         model, tok = self._base_model()
-        rows += anchor_rows(self._anchors(), one_shot=DEFAULT_ONE_SHOT)
         reference = self._reference_drift() if cfg.drift_check else None
         plan = {"replay": [(t.namespace, t.id) for t in replay], "rehearse": [(t.namespace, t.id) for t in rehearsal],
                 "fresh": fresh, "parent": parent, "version": version}
         from hei_nw_plugin.consolidation_train import train_lora
 
-        run = train_lora(
-            copy.deepcopy(model), tok, rows, cfg,
-            init_from=self.out_dir / parent if parent else None, checkpoint=ckpt, plan=plan, resume=resume,
-            progress=self.progress, label=f"consolidate {version}",
-        )
+        distill = self._kl_rows()
+        try:  # LoRA layers go into the base model itself (no copy: ~0.5 GB less) and come out again below
+            run = train_lora(
+                model, tok, rows, cfg,
+                init_from=self.out_dir / parent if parent else None, checkpoint=ckpt, plan=plan, resume=resume,
+                kl_rows=distill, progress=self.progress, label=f"consolidate {version}",
+            )
+        except BaseException:
+            self._base = None  # reloaded next time, never reused with LoRA layers in it
+            raise
+        try:
+            return self._finish(run, t_start=t_start, version=version, parent=parent, fresh=fresh, replay=replay,
+                                rehearsal=rehearsal, rows=rows, reference=reference, batches=batches, ckpt=ckpt)
+        finally:
+            run.model.unload()  # removes the LoRA layers; the base weights were never changed
+
+    def _finish(self, run: Any, *, t_start: float, version: str, parent: str | None, fresh: bool, replay: list[Trace],
+                rehearsal: list[Trace], rows: list[TrainingRow], reference: DriftScore | None, batches: Any,
+                ckpt: Path) -> ConsolidationResult:
+        """Save, judge and record a finished (or interrupted) training run."""
+        cfg = self.config
+        _, tok = self._base_model()
         if not run.finished:
             return ConsolidationResult(
                 status="interrupted", version=None, folder=None, trace_ids=[t.id for t in replay],
                 rehearsed_ids=[t.id for t in rehearsal], rows=len(rows), steps=run.steps_done,
                 train_seconds=run.seconds, total_seconds=time.perf_counter() - t_start, peak_rss_mb=_peak_rss_mb(),
-                peak_device_mb=run.peak_device_mb, loss_first=run.loss_first, loss_last=run.loss_last)
+                peak_device_mb=run.peak_device_mb, loss_first=run.loss_first, loss_last=run.loss_last,
+                train_em=run.train_em)
         folder = self.out_dir / version
         if folder.exists():
             shutil.rmtree(folder)
@@ -336,15 +378,13 @@ class ConsolidationWorker:
         run.model.save_pretrained(str(folder))
         verdict = None
         if reference is not None:
-            from hei_nw_plugin.drift import model_answerer
-
             run.model.eval()
-            verdict = self._guard().judge(reference, self._guard().score(model_answerer(run.model, tok)))
+            verdict = self._guard().judge(reference, self._guard().score(run.model, tok))
         accepted = verdict is None or verdict.accepted
         result = ConsolidationResult(
             status="accepted" if accepted else "rejected", version=version, folder=folder,
             trace_ids=[t.id for t in replay], rehearsed_ids=[t.id for t in rehearsal], rows=len(rows),
-            steps=run.steps_done, train_seconds=run.seconds, peak_rss_mb=_peak_rss_mb(),
+            steps=run.steps_done, train_em=run.train_em, train_seconds=run.seconds, peak_rss_mb=_peak_rss_mb(),
             peak_device_mb=run.peak_device_mb, loss_first=run.loss_first, loss_last=run.loss_last,
             drift=verdict.to_dict() if verdict else None,
         )
@@ -397,7 +437,7 @@ class ConsolidationWorker:
                 "config_sha256": hashlib.sha256(json.dumps(lineage["config"], sort_keys=True).encode()).hexdigest(),
                 "base_weights_sha256": lineage["base_model"]["weights_sha256"],
                 "adapter_sha256": lineage["adapter_sha256"],
-                "drift": (lineage["metrics"].get("drift") or {}).get("change_questions"),
+                "drift": (lineage["metrics"].get("drift") or {}).get("change_points"),
             }
             self.memory.store.log_event(ns, "consolidation", body)
 
@@ -426,7 +466,7 @@ class ConsolidationWorker:
             pairs = [tuple(p) for p in lin.get("traces", []) + lin.get("rehearsed", [])]
             live = len(self._traces_by_id(pairs))  # type: ignore[arg-type]
             versions.append({**v, "traces": len(lin.get("traces", [])), "rehearsed": len(lin.get("rehearsed", [])),
-                             "drift": (lin.get("metrics", {}).get("drift") or {}).get("change_questions")})
+                             "drift": (lin.get("metrics", {}).get("drift") or {}).get("change_points")})
             if live < len(pairs):
                 holds_deleted.append(v["version"])
         return {"out_dir": str(self.out_dir), "active": state.get("active"), "versions": versions,

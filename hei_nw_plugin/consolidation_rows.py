@@ -3,14 +3,20 @@
 Two kinds per trace:
 
 * a language-model row: the trace text itself, loss on every token;
-* Cue→Answer rows: for a trace with slots, one question per askable slot that
-  names the other slots, answered with that slot's value, in the same one-shot
-  answer template (memory empty) the model is asked with in mode B3. So the
-  consolidated model answers in the format it is scored in.
+* Cue→Answer rows: for a trace with slots, questions asking each slot from the
+  others, answered with that slot's value, in the same one-shot answer template
+  (memory empty) the model is asked with in mode B3, so the consolidated model
+  answers in the format it is scored in. Each slot is asked in several wordings
+  (:func:`paraphrased_questions`: the plain question, the time or place moved to
+  the front, "which person / thing / place / day"), so the fact is learned, not
+  one sentence. Every wording names all the other slots: one with a detail left out
+  could be true of a similar episode too and would teach two answers to one question.
 
-Beside them, anchor rows (built by the worker) rehearse general questions
-disjoint from the drift-guard set with their reference answers, so the LoRA
-learns the episodes without learning to answer everything from them.
+Beside them, distillation rows (:func:`kl_rows`: general questions with the base
+model's own answers, in the answer template, and general text; none from memory and
+none from the drift probe): on them the trained model is pulled towards the frozen
+base model's next-token distribution, so it learns the episodes without answering
+everything from them.
 
 Questions for the who / action / what / where / when schema read as plain
 English ("Where did Ada drop the lantern on Sunday?"); the verb's base form
@@ -93,23 +99,53 @@ def slot_questions(slots: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def paraphrased_questions(slots: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """:func:`slot_questions` plus other wordings of each (see the module docstring); no duplicates."""
+    s = {k: str(v).strip() for k, v in slots.items() if str(v).strip()}
+    out = slot_questions(s)
+    if not {"who", "action", "what"} <= set(s):
+        return out
+    who, action, base, what = s["who"], s["action"], base_form(s["action"]), _the(s["what"])
+    at = f" at {_the(s['where'])}" if "where" in s else ""
+    on = f" on {s['when']}" if "when" in s else ""
+    front = f"On {s['when']}, " if "when" in s else ""
+    out += [("who", f"{front}who {action} {what}{at}?", who) if front else ("who", f"Who {action} {what}?", who),
+            ("who", f"Which person {action} {what}{at}{on}?", who),
+            ("what", f"{front}what did {who} {base}{at}?" if front else f"What did {who} {base}?", s["what"]),
+            ("what", f"Which thing did {who} {base}{at}{on}?", s["what"])]
+    if "where" in s:
+        out += [("where", f"{front}where did {who} {base} {what}?" if front else f"Where did {who} {base} {what}?",
+                 s["where"]),
+                ("where", f"In which place did {who} {base} {what}{on}?", s["where"])]
+    if "when" in s:
+        place = f"At {_the(s['where'])}, " if "where" in s else ""
+        out += [("when", f"{place}when did {who} {base} {what}?" if place else f"When did {who} {base} {what}?",
+                 s["when"]),
+                ("when", f"On which day did {who} {base} {what}{at}?", s["when"])]
+    seen: set[str] = set()
+    return [(a, q[:1].upper() + q[1:], v) for a, q, v in out if not (q.lower() in seen or seen.add(q.lower()))]
+
+
 @dataclass(frozen=True)
 class TrainingRow:
-    """One training example: ``lm`` rows are plain text, ``qa`` rows a question and its answer."""
+    """One training example: ``lm`` rows are plain text, ``qa`` rows a question and its answer,
+    ``kl`` rows a general question and ``kl_text`` rows general text (distillation to the base model)."""
 
-    kind: Literal["lm", "qa", "anchor"]
-    """``anchor`` rows are general questions with their reference answer (prior preservation)."""
+    kind: Literal["lm", "qa", "kl", "kl_text"]
     trace_id: str
     namespace: str
     text: str
     """The trace text (lm) or the question (qa)."""
     answer: str = ""
     one_shot: OneShot | None = None
+    checked: bool = True
+    """Counted in the train EM that stops training (the plain wording of each question; not its paraphrases)."""
 
 
 def build_rows(traces: Sequence[Trace], *, one_shot: OneShot | None, lm_rows: bool = True,
-               qa_rows: bool = True) -> list[TrainingRow]:
-    """Rows for ``traces`` in trace order (deduplicated by trace id)."""
+               qa_rows: bool = True, paraphrase: bool = True) -> list[TrainingRow]:
+    """Rows for ``traces`` in trace order (deduplicated by trace id); ``paraphrase`` asks each slot in several wordings."""
+    ask = paraphrased_questions if paraphrase else slot_questions
     rows: list[TrainingRow] = []
     seen: set[str] = set()
     for t in traces:
@@ -119,13 +155,18 @@ def build_rows(traces: Sequence[Trace], *, one_shot: OneShot | None, lm_rows: bo
         if lm_rows and t.text.strip():
             rows.append(TrainingRow(kind="lm", trace_id=t.id, namespace=t.namespace, text=t.text.strip()))
         if qa_rows:
-            for _slot, q, a in slot_questions(t.slots):
+            plain = {q for _, q, _ in slot_questions(t.slots)}
+            for _slot, q, a in ask(t.slots):
                 rows.append(TrainingRow(kind="qa", trace_id=t.id, namespace=t.namespace, text=q, answer=a,
-                                        one_shot=one_shot))
+                                        one_shot=one_shot, checked=q in plain))
     return rows
 
 
-def anchor_rows(pairs: Sequence[tuple[str, str]], *, one_shot: OneShot | None) -> list[TrainingRow]:
-    """Rows for (question, reference answer) pairs (see the module docstring)."""
-    return [TrainingRow(kind="anchor", trace_id="", namespace="", text=q, answer=a, one_shot=one_shot)
-            for q, a in pairs if a.strip()]
+def kl_rows(questions: Sequence[tuple[str, str]], texts: Sequence[str], *,
+            one_shots: Sequence[OneShot | None]) -> list[TrainingRow]:
+    """Distillation rows (see the module docstring): (general question, the base model's own greedy answer)
+    pairs in the answer template of each of ``one_shots``, and general text. The KL is taken where the
+    answer is produced: from its first token through the closing end-of-turn token."""
+    rows = [TrainingRow(kind="kl", trace_id="", namespace="", text=q, answer=a, one_shot=o)
+            for o in dict.fromkeys(one_shots) for q, a in questions if q.strip()]
+    return rows + [TrainingRow(kind="kl_text", trace_id="", namespace="", text=t) for t in texts if t.strip()]

@@ -1,11 +1,20 @@
 """The LoRA training loop of a consolidation: bounded, checkpointed, resumable bit for bit.
 
-Loss is cross-entropy on the answer tokens (and closing end-of-turn token) of
-Cue→Answer rows and on every token of language-model rows, with logits
-computed for those positions only (the vocabulary projection dominates memory
-otherwise). The row order is a seeded shuffle per epoch, so a run resumed from
-a checkpoint (LoRA weights, optimizer state, step) sees exactly the batches
-the uninterrupted run would have.
+Each step's loss is the cross-entropy of a batch of episode rows (answer tokens
+and the closing end-of-turn token of Cue→Answer rows, every token of
+language-model rows) plus ``kl_weight`` × the KL divergence from the frozen base
+model's next-token distribution on a batch of general prompts (the base is the
+same model with its LoRA switched off, so no second copy of the weights).
+Logits are computed for the loss positions only (the vocabulary projection
+dominates memory otherwise), and rows that share the answer template's prefix
+run it once per batch (:func:`hidden_states`). Every ``check_every`` steps the
+share of Cue→Answer rows the model answers exactly under teacher forcing
+(:func:`exact_rows`, the same as greedy decoding reproducing the answer) is
+measured; training stops once it reaches ``stop_train_em``.
+
+The row order is a seeded shuffle per epoch, so a run resumed from a
+checkpoint (LoRA weights, optimizer state, step) sees exactly the batches the
+uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -43,11 +52,19 @@ class TrainRun:
 
     @property
     def loss_first(self) -> float | None:
-        return self.curve[0]["loss"] if self.curve else None
+        losses = [c["loss"] for c in self.curve if "loss" in c]
+        return losses[0] if losses else None
 
     @property
     def loss_last(self) -> float | None:
-        return self.curve[-1]["loss"] if self.curve else None
+        losses = [c["loss"] for c in self.curve if "loss" in c]
+        return losses[-1] if losses else None
+
+    @property
+    def train_em(self) -> float | None:
+        """The last measured share of Cue→Answer rows answered exactly (teacher forcing)."""
+        ems = [c["train_em"] for c in self.curve if "train_em" in c]
+        return ems[-1] if ems else None
 
 
 def _end_token(tokenizer: Any) -> int:
@@ -57,31 +74,130 @@ def _end_token(tokenizer: Any) -> int:
     return int(end)
 
 
-def encode_row(tokenizer: Any, row: TrainingRow) -> tuple[list[int], int]:
-    """(token ids, index of the first target token) for one row."""
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised row: ``ids`` and the first position that carries loss (a target token, or a KL position)."""
+
+    ids: list[int]
+    first: int
+    kind: str
+
+
+def encode_row(tokenizer: Any, row: TrainingRow) -> Encoded:
+    """Token ids of one row and where its loss starts (see :class:`Encoded`)."""
     end = _end_token(tokenizer)
-    if row.kind == "lm":  # qa and anchor rows share the answer template
+    if row.kind in ("lm", "kl_text"):
         ids = list(tokenizer(row.text, add_special_tokens=False)["input_ids"]) + [end]
-        return ids, 1
+        return Encoded(ids, 1, row.kind)
     prompt = list(tokenizer.apply_chat_template(answer_messages(row.text, "", one_shot=row.one_shot),
                                                 add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
     answer = list(tokenizer(row.answer, add_special_tokens=False)["input_ids"]) + [end]
-    return prompt + answer, len(prompt)
+    return Encoded(prompt + answer, len(prompt), row.kind)
 
 
-def batch_loss(model: Any, tokenizer: Any, encoded: Sequence[tuple[list[int], int]], device: str) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over the target tokens of a batch."""
-    width = max(len(ids) for ids, _ in encoded)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in encoded], device=device)
-    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in encoded], device=device)
-    pos = [(b, i - 1) for b, (ids, first) in enumerate(encoded) for i in range(first, len(ids))]
-    tgt = [ids[i] for ids, first in encoded for i in range(first, len(ids))]
+def _common_prefix(seqs: Sequence[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def hidden_states(model: Any, encoded: Sequence[Encoded], pad: int, device: str) -> tuple[torch.Tensor, int]:
+    """Last hidden states of a batch and the length ``P`` of the prefix all rows share.
+
+    The shared prefix (the answer template's system turn and one-shot example,
+    ~90 tokens of ~110) is run once and its key/value cache repeated across the
+    batch, so each row costs only its own tokens; gradients still flow through
+    the prefix. Position ``i`` of row ``b`` is ``out[b, i - P]``.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-    p = torch.tensor(pos, device=device)
-    logits = base.get_output_embeddings()(hidden[p[:, 0], p[:, 1]])
-    return F.cross_entropy(logits.float(), torch.tensor(tgt, device=device))
+    decoder = base.get_decoder()
+    prefix = min(_common_prefix([e.ids for e in encoded]), min(e.first for e in encoded) - 1)
+    prefix = prefix if prefix >= 8 else 0
+    width = max(len(e.ids) for e in encoded) - prefix
+    ids = torch.tensor([e.ids[prefix:] + [pad] * (width - len(e.ids) + prefix) for e in encoded], device=device)
+    mask = torch.tensor([[1] * (len(e.ids) - prefix) + [0] * (width - len(e.ids) + prefix) for e in encoded],
+                        device=device)
+    if not prefix:
+        return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state, 0
+    cache = decoder(input_ids=torch.tensor([encoded[0].ids[:prefix]], device=device), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(encoded))
+    full = torch.cat([torch.ones(len(encoded), prefix, dtype=mask.dtype, device=device), mask], dim=1)
+    out = decoder(input_ids=ids, attention_mask=full, past_key_values=cache, use_cache=True).last_hidden_state
+    return out, prefix
+
+
+def _positions(encoded: Sequence[Encoded], prefix: int) -> tuple[list[int], list[int], list[int]]:
+    """(batch index, hidden index, target id) of every loss position (predicting token ``i`` from ``i - 1``)."""
+    rows, cols, tgt = [], [], []
+    for b, e in enumerate(encoded):
+        for i in range(e.first, len(e.ids)):
+            rows.append(b)
+            cols.append(i - 1 - prefix)
+            tgt.append(e.ids[i])
+    return rows, cols, tgt
+
+
+def answer_logits(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str) -> tuple[torch.Tensor, list[int]]:
+    """Logits at every target position of ``encoded`` (in row order) and the target ids."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden, prefix = hidden_states(model, encoded, tokenizer.pad_token_id, device)
+    rows, cols, tgt = _positions(encoded, prefix)
+    return base.get_output_embeddings()(hidden[rows, cols]).float(), tgt
+
+
+def batch_loss(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) over the target tokens of a batch."""
+    logits, tgt = answer_logits(model, tokenizer, encoded, device)
+    return F.cross_entropy(logits, torch.tensor(tgt, device=device))
+
+
+def kl_to_base(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str) -> torch.Tensor:
+    """Mean KL(base ‖ model) of the next-token distribution over the loss positions; the base is ``model``
+    with its LoRA switched off (no copy of the weights)."""
+    with torch.no_grad(), model.disable_adapter():
+        ref, _ = answer_logits(model, tokenizer, encoded, device)
+    logits, _ = answer_logits(model, tokenizer, encoded, device)
+    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
+
+
+def sequence_logprobs(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str, batch: int = 64) -> list[float]:
+    """Per row: the summed log-probability (nats) of its target tokens (call under ``torch.no_grad()``)."""
+    out: list[float] = []
+    for i in range(0, len(encoded), batch):
+        chunk = encoded[i:i + batch]
+        logits, tgt = answer_logits(model, tokenizer, chunk, device)
+        lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(tgt, device=device)[:, None])[:, 0].tolist()
+        k = 0
+        for e in chunk:
+            n = len(e.ids) - e.first
+            out.append(float(sum(lp[k:k + n])))
+            k += n
+    return out
+
+
+def exact_rows(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str, batch: int = 32) -> list[bool]:
+    """Per row: is every answer token the model's top choice given the ones before (teacher forcing)?
+
+    That is exactly "greedy decoding reproduces the answer and stops", so it is the
+    training-set EM without generating.
+    """
+    out: list[bool] = []
+    with torch.no_grad():
+        for i in range(0, len(encoded), batch):
+            chunk = encoded[i:i + batch]
+            logits, tgt = answer_logits(model, tokenizer, chunk, device)
+            hit = (logits.argmax(-1) == torch.tensor(tgt, device=device)).tolist()
+            k = 0
+            for e in chunk:
+                n = len(e.ids) - e.first
+                out.append(all(hit[k:k + n]))
+                k += n
+    return out
 
 
 def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -113,21 +229,46 @@ def _wrap(model: Any, cfg: ConsolidationConfig, init_from: Path | None) -> Any:
         return PeftModel.from_pretrained(model, str(init_from), adapter_name=ADAPTER_NAME, is_trainable=True)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.lora_targets if t in present]
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    upper = list(range(cfg.lora_from_layer, layers)) if cfg.lora_from_layer and layers else None
+    if upper == []:
+        from hei_nw_plugin.errors import ConfigError
+
+        raise ConfigError(f"lora_from_layer={cfg.lora_from_layer} leaves no layer of the model's {layers} for LoRA")
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
-                        target_modules=targets, task_type="CAUSAL_LM")
+                        target_modules=targets, layers_to_transform=upper, task_type="CAUSAL_LM")
     torch.manual_seed(cfg.seed)
     return get_peft_model(model, config, adapter_name=ADAPTER_NAME)
+
+
+def _loss_parts(model: Any, tokenizer: Any, batch: Sequence[Encoded], device: str, *, kl: bool) -> torch.Tensor:
+    """Cross-entropy (``kl=False``) or KL to the base model over a batch that may mix templated and plain rows:
+    each group runs as one forward (so the templated group shares its prefix); the mean is over all positions."""
+    groups = [[e for e in batch if e.kind in ("qa", "kl")], [e for e in batch if e.kind in ("lm", "kl_text")]]
+    groups = [g for g in groups if g]
+    if not kl:
+        parts = [answer_logits(model, tokenizer, g, device) for g in groups]
+        logits = torch.cat([lg for lg, _ in parts])
+        return F.cross_entropy(logits, torch.tensor([t for _, tg in parts for t in tg], device=device))
+    with torch.no_grad(), model.disable_adapter():
+        ref = torch.cat([answer_logits(model, tokenizer, g, device)[0] for g in groups])
+    logits = torch.cat([answer_logits(model, tokenizer, g, device)[0] for g in groups])
+    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
 
 
 def train_lora(
     model: Any, tokenizer: Any, rows: Sequence[TrainingRow], cfg: ConsolidationConfig, *,
     init_from: Path | None, checkpoint: Path, plan: dict[str, Any], resume: dict[str, Any] | None,
-    progress: bool = True, label: str = "consolidate",
+    kl_rows: Sequence[TrainingRow] = (), progress: bool = True, label: str = "consolidate",
 ) -> TrainRun:
-    """Train a LoRA on ``rows`` (from ``init_from``'s weights when given); stop at max_steps or max_seconds.
+    """Train a LoRA on ``rows`` (from ``init_from``'s weights when given) until the Cue→Answer rows are
+    answered (train EM ≥ ``stop_train_em``, checked every ``check_every`` steps), or ``max_steps``,
+    or ``max_seconds``.
 
-    On the time cap (or Ctrl-C) the LoRA, optimizer and step go to ``checkpoint``
-    with ``plan`` (which traces, which parent) and the run returns unfinished.
+    Each step's loss is the cross-entropy of a batch of ``rows`` plus ``kl_weight`` × the KL from
+    the frozen base model on a batch of ``kl_rows``. On the time cap (or Ctrl-C) the LoRA, optimizer
+    and step go to ``checkpoint`` with ``plan`` (which traces, which parent) and the run returns
+    unfinished; a resumed run sees the batches the uninterrupted one would have.
     """
     from hei_nw_plugin.consolidation_config import steps_for
 
@@ -147,38 +288,72 @@ def train_lora(
         start, total, curve = int(resume["step"]), int(resume["total"]), list(resume["curve"])
     order = _order(len(rows), total, cfg.batch_size, cfg.seed)
     encoded = [encode_row(tokenizer, r) for r in rows]
+    checked = [e for r, e in zip(rows, encoded) if r.kind == "qa" and r.checked]
+    kl_enc = [encode_row(tokenizer, r) for r in kl_rows] if cfg.kl_weight > 0 else []
+    kl_tpl = [e for e in kl_enc if e.kind == "kl"]
+    kl_txt = [e for e in kl_enc if e.kind == "kl_text"]
+    n_txt = max(1, cfg.kl_batch // 2) if kl_txt else 0  # every step distils some plain text too (held-text perplexity)
+    tpl_order = _order(len(kl_tpl), total, cfg.kl_batch, cfg.seed + 1) if kl_tpl else []
+    txt_order = _order(len(kl_txt), total, n_txt, cfg.seed + 2) if kl_txt else []
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     peft_model.train()
     t0 = time.perf_counter()
     elapsed_before = float(resume["seconds"]) if resume else 0.0
     bar = _bar(range(start, total), label, progress)
+
+    def seconds() -> float:
+        return round(elapsed_before + time.perf_counter() - t0, 2)
+
+    def train_em() -> bool:
+        """Record the train EM; True when it reached the stop level."""
+        if not checked or cfg.stop_train_em > 1:
+            return False
+        peft_model.eval()
+        em = sum(exact_rows(peft_model, tokenizer, checked, device)) / len(checked)
+        peft_model.train()
+        curve.append({"step": step, "train_em": round(em, 4)})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train_em=f"{em:.2f}")
+        return em >= cfg.stop_train_em
+
     step = start
     try:
         for step in bar:
-            if time.perf_counter() - t0 + elapsed_before > cfg.max_seconds and step > start:
-                _save_checkpoint(peft_model, opt, checkpoint, plan, step, total, curve, elapsed_before + time.perf_counter() - t0)
-                return TrainRun(peft_model, False, step, round(elapsed_before + time.perf_counter() - t0, 2), curve,
-                                _peak_device_mb(device))
+            if seconds() > cfg.max_seconds and step > start:
+                _save_checkpoint(peft_model, opt, checkpoint, plan, step, total, curve, seconds())
+                return TrainRun(peft_model, False, step, seconds(), curve, _peak_device_mb(device))
+            if step > start and step % cfg.check_every == 0 and train_em():
+                break
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, cfg.lr, cfg.warmup_steps)
             batch = [encoded[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-            loss = batch_loss(peft_model, tokenizer, batch, device)
+            loss = _loss_parts(peft_model, tokenizer, batch, device, kl=False)
+            point = {"step": step, "loss": round(float(loss.item()), 5)}
+            if kl_enc:
+                kl_batch = [kl_tpl[i] for i in tpl_order[step * cfg.kl_batch:(step + 1) * cfg.kl_batch]]
+                kl_batch += [kl_txt[i] for i in txt_order[step * n_txt:(step + 1) * n_txt]]
+                kl = _loss_parts(peft_model, tokenizer, kl_batch, device, kl=True)
+                point["kl"] = round(float(kl.item()), 5)
+                loss = loss + cfg.kl_weight * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            curve.append({"step": step, "loss": round(float(loss.item()), 5)})
+            curve.append(point)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{point['loss']:.3f}", kl=f"{point.get('kl', 0):.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
-                _save_checkpoint(peft_model, opt, checkpoint, plan, step + 1, total, curve,
-                                 elapsed_before + time.perf_counter() - t0)
+                _save_checkpoint(peft_model, opt, checkpoint, plan, step + 1, total, curve, seconds())
+        else:
+            step = total
+            train_em()
     except KeyboardInterrupt:
-        _save_checkpoint(peft_model, opt, checkpoint, plan, len(curve), total, curve, elapsed_before + time.perf_counter() - t0)
+        done = sum(1 for c in curve if "loss" in c)
+        _save_checkpoint(peft_model, opt, checkpoint, plan, done, total, curve, seconds())
         raise
     peft_model.eval()
-    return TrainRun(peft_model, True, total, round(elapsed_before + time.perf_counter() - t0, 2), curve, _peak_device_mb(device))
+    return TrainRun(peft_model, True, sum(1 for c in curve if "loss" in c), seconds(), curve, _peak_device_mb(device))
 
 
 def _save_checkpoint(model: Any, opt: Any, folder: Path, plan: dict[str, Any], step: int, total: int,

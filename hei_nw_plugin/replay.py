@@ -7,6 +7,10 @@ deleted, so a restart loses nothing and a deleted trace is never replayed.
 The scheduler scores each queued trace with a documented priority
 
     p = w_gate · gate_score + w_recency · 2^(−age / half_life) + w_fresh / (1 + replay_count)
+        + w_recalled · ln(1 + recall_count)
+
+(``recall_count``: how often recall has returned the trace, so what the agent
+actually uses is consolidated first)
 
 then fills a batch greedily: each next pick maximises ``p − w_diversity ·
 max_cos(candidate, picked)``, where the cosine between dense features is the
@@ -18,6 +22,7 @@ candidates in a seeded random order.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -36,6 +41,7 @@ class SchedulerWeights:
     gate: float = 1.0
     recency: float = 0.5
     fresh: float = 0.5
+    recalled: float = 1.0
     diversity: float = 0.8
     half_life_s: float = 24 * 3600.0
 
@@ -93,7 +99,7 @@ class ReplayScheduler:
         w = self.weights
         prio = np.array([
             w.gate * traces[s].gate_score + w.recency * 2.0 ** (-(now - at) / w.half_life_s) + w.fresh / (1 + n)
-            for s, n, at in rows])
+            + w.recalled * math.log1p(traces[s].recall_count) for s, n, at in rows])
         X = np.stack([feats[s] for s, _, _ in rows]).astype(np.float32)
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         picked: list[int] = []

@@ -64,11 +64,12 @@ def register(subparsers: Any) -> None:
                    help="B2/B3 from real consolidation: write through the gate, then this many replay cycles, "
                         "asking B2/B3 after each (0: B2/B3 use model.consolidated_weights)")
     c.add_argument("--consolidate-orders", default="scheduled,shuffled", help="scheduler orders to run (same budget)")
-    c.add_argument("--replay-size", type=int, default=None, help="traces replayed per cycle (default queued/cycles)")
+    c.add_argument("--replay-size", type=int, default=None, help="traces replayed per cycle (default: the consolidation config's replay_size)")
     c.add_argument("--consolidate-steps", type=int, default=None, help="optimizer steps cap per cycle")
     c.add_argument("--consolidate-epochs", type=float, default=None, help="passes over each cycle's rows")
     c.add_argument("--consolidate-lr", type=float, default=None, help="LoRA learning rate")
-    c.add_argument("--consolidate-anchors", type=int, default=None, help="prior-preservation questions per cycle (0: none)")
+    c.add_argument("--consolidate-kl", type=float, default=None,
+                   help="weight of the KL to the frozen base model on general prompts (0: off)")
     c.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard (smoke tests only)")
     c.add_argument("--device", default=None, help="torch device of the model and of consolidation (default cpu)")
     p.set_defaults(func=cmd_eval)
@@ -157,7 +158,7 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
     runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
     over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
                               "epochs": args.consolidate_epochs, "lr": args.consolidate_lr,
-                              "anchors": args.consolidate_anchors}.items() if v is not None}
+                              "kl_weight": args.consolidate_kl}.items() if v is not None}
     if args.no_drift_check:
         over["drift_check"] = False
     result, paths = run_consolidation_eval(

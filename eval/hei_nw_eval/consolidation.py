@@ -20,7 +20,6 @@ differences, and each cycle's time, peak memory and base-task drift;
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,8 +112,8 @@ def run_consolidation_eval(
 ) -> tuple[ConsolidationEval, list[Path]]:
     """Play ``cycles`` consolidation cycles per order (see the module docstring); returns the curve and record paths.
 
-    ``config`` overrides :class:`~hei_nw_plugin.consolidate.ConsolidationConfig` fields;
-    ``replay_size`` defaults to ceil(queued traces / cycles), so the budget could cover every trace once.
+    ``config`` overrides :class:`~hei_nw_plugin.consolidate.ConsolidationConfig` fields (its
+    ``replay_size``, a few dozen traces, is each cycle's budget: small, frequent cycles).
     """
     from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker
 
@@ -135,7 +134,7 @@ def run_consolidation_eval(
                 runner._write(mem, unit.writes, unit.namespace, log)
             namespaces = list(dict.fromkeys(u.namespace for u in units))
             queued = sum(len(mem.store.replay_rows(ns)) for ns in namespaces if mem.store.has_namespace(ns))
-            over = {"replay_size": max(1, math.ceil(queued / cycles))} | cfg_over | {"order": order}
+            over = cfg_over | {"order": order}
             cfg = ConsolidationConfig(**over)
             if result is None:
                 refs = {m: [runner._answer(m, u, mem=mem if m == "B1" else None) for u in units] for m in ("B0", "B1")}
@@ -181,7 +180,7 @@ def run_consolidation_eval(
                 ))
                 print(f"[{ORDER_NAMES.get(order, order)} cycle {c}] {step.status} B3 EM {points[-1].b3_em.value:.3f} "
                       f"(B1 {result.b1_em.value:.3f}, B0 {result.b0_em.value:.3f}) train {step.train_seconds:.1f}s "
-                      f"peak RSS {step.peak_rss_mb} MB drift {(step.drift or {}).get('change_questions')}", flush=True)
+                      f"peak RSS {step.peak_rss_mb} MB drift {(step.drift or {}).get('change_points')}", flush=True)
             result.orders[ORDER_NAMES.get(order, order)] = points
             lm.unload_consolidated()  # the next order starts from the base model
     assert result is not None

@@ -92,11 +92,68 @@ def build_report(folder: str | Path, out_dir: str | Path | None = None, *, title
             body.append("<h3>Notes</h3><ul>" + "".join(
                 f"<li><b>{html.escape(_label(r))}</b>: {html.escape(n.strip())}</li>" for r, n in notes) + "</ul>")
 
+    for fig, (header, rows), cap in _consolidation_curves(Path(folder)):
+        path = fig_dir / f"{fig.slug}.png"
+        path.write_bytes(fig.png)
+        written.append(path)
+        md += [f"## {fig.title}", "", cap, ""] + _md_table(header, rows) + ["", f"![{fig.title}](figures/{path.name})", ""]
+        b64 = base64.b64encode(fig.png).decode("ascii")
+        body.append(f"<h2>{html.escape(fig.title)}</h2><p>{html.escape(cap)}</p>" + _html_table(header, rows)
+                    + f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{b64}"></figure>')
+
     md_path = out / "report.md"
     md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(_page(title, "\n".join(body)), encoding="utf-8")
     return ReportFiles(markdown=md_path, html=html_path, figures=written)
+
+
+# ---------------------------------------------------------------------------
+# Consolidation curves (curves/consolidation-*.json of hei_nw_eval.consolidation)
+# ---------------------------------------------------------------------------
+
+
+def _ci(e: dict | None) -> str:  # type: ignore[type-arg]
+    if not e:
+        return "-"
+    if e.get("low") is None:
+        return f"{e['value']:.3f}"
+    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+
+def _consolidation_curves(folder: Path) -> list[tuple[_Figure, tuple[list[str], list[list[str]]], str]]:
+    """Per curve JSON: its B3-per-cycle plot, a table of every cycle (status, drift, cost) and a caption."""
+    import json
+    import tempfile
+
+    from hei_nw_eval.consolidation import plot_curve
+
+    out = []
+    for path in sorted((folder / "curves").glob("consolidation-*.json")):
+        data = json.loads(path.read_text())
+        header = ["order", "cycle", "version", "status", "B3 EM (95% CI)", "B3 - B0", "B3 / B1", "targets trained",
+                  "base tasks (points)", "held ppl", "train EM", "steps", "train s", "peak RSS MB"]
+        rows = []
+        for order, points in data["orders"].items():
+            for p in points:
+                c = p["consolidation"]
+                d = c.get("drift") or {}
+                rows.append([order, str(p["cycle"]), c.get("version") or "-", c["status"], _ci(p["b3_em"]),
+                             _ci(p["b3_minus_b0"]), "-" if p["retention_vs_b1"] is None else f"{p['retention_vs_b1']:.2f}",
+                             f"{p['targets_consolidated']:.2f}",
+                             "-" if "change_points" not in d else f"{d['change_points']:+.2f}",
+                             "-" if "ppl_change" not in d else f"{100 * d['ppl_change']:+.2f}%",
+                             "-" if c.get("train_em") is None else f"{c['train_em']:.2f}", str(c.get("steps", "-")),
+                             f"{c.get('train_seconds', 0):.0f}", str(c.get("peak_rss_mb", "-"))])
+        diffs = "; ".join(f"cycle {i + 1}: {_ci(d)}" for i, d in enumerate(data.get("scheduled_minus_shuffled") or []))
+        cap = (f"{data['task']} {data.get('condition') or ''}, n={data['n']}, seed {data['seed']}: B0 {_ci(data['b0_em'])}, "
+               f"B1 {_ci(data['b1_em'])}; {data['config'].get('queued_traces', '?')} traces queued. "
+               + (f"Scheduled - shuffled B3 EM (paired): {diffs}." if diffs else ""))
+        with tempfile.TemporaryDirectory() as td:
+            png = plot_curve(path, Path(td) / "curve.png").read_bytes()
+        out.append((_Figure(f"Consolidation: {data['task']} {data.get('condition') or ''}".strip(),
+                            _slug(f"consolidation-{path.stem}"), png), (header, rows), cap))
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -117,7 +117,7 @@ class EngineTelemetry:
         self.replay_last = r.gauge("replay_last_overlap", "Mean overlap of the last replay batch.")
         self.consolidations = r.counter("consolidations_total", "Consolidation steps by status.", ("status",))
         self.drift = r.counter("drift_guard_total", "Drift-guard verdicts on consolidated versions.", ("verdict",))
-        self.drift_change = r.gauge("drift_guard_last_change_questions", "Base-task questions gained (+) or lost (-) by the last judged version.")
+        self.drift_change = r.gauge("drift_guard_last_change_points", "Base-task accuracy points gained (+) or lost (-) by the last judged version.")
         self.removed = r.counter("traces_removed_total", "Traces removed, by reason (deleted, expired, evicted, replaced).", ("reason",))
         self.traces_live = r.gauge("traces", "Live traces in the store (at scrape time).")
         self.namespaces_live = r.gauge("namespaces", "Namespaces holding live traces (at scrape time).")
@@ -226,7 +226,7 @@ class EngineTelemetry:
         self.consolidations.inc(status=status)
         if drift:
             self.drift.inc(verdict="accepted" if drift.get("accepted") else "rejected")
-            self.drift_change.set(float(drift.get("change_questions", 0)))
+            self.drift_change.set(float(drift.get("change_points", 0)))
 
     # ------------------------------------------------------------------ probes
     def probes_due(self, now: float | None = None) -> bool:

@@ -213,11 +213,11 @@ def test_replay_overlap_and_consolidation_verdicts_are_counted(tmem: HEIMemory) 
     tel = tmem.telemetry
     assert tel.replay_batches.value() == 1.0
     assert tel.replay_last.value() == pytest.approx(batch.mean_overlap)
-    tel.observe_consolidation("rejected", {"accepted": False, "change_questions": -3})
+    tel.observe_consolidation("rejected", {"accepted": False, "change_points": -3})
     tel.observe_consolidation("empty", None)
     fams = families(tel.render())
     assert sample(fams, "hei_nw_drift_guard", "hei_nw_drift_guard_total", verdict="rejected") == 1.0
-    assert sample(fams, "hei_nw_drift_guard_last_change_questions") == -3.0
+    assert sample(fams, "hei_nw_drift_guard_last_change_points") == -3.0
     assert sample(fams, "hei_nw_consolidations", "hei_nw_consolidations_total", status="empty") == 1.0
 
 

@@ -18,7 +18,8 @@ from tiny_lm import tiny_model, tiny_tokenizer
 import hei_nw_plugin.consolidate as consolidate_mod
 from hei_nw_plugin.consolidate import ConsolidationConfig, ConsolidationWorker
 from hei_nw_plugin.consolidation_rows import base_form, build_rows, slot_questions
-from hei_nw_plugin.drift import BaseTask, DriftGuard, DriftScore
+from hei_nw_plugin.drift import BaseTask, DriftGuard, DriftScore, ProbeItem, general_prompts, held_texts, load_base_tasks, \
+    normalize, probe_items
 from hei_nw_plugin.memory import HEIMemory
 from hei_nw_plugin.store.schema import provenance
 from hei_nw_plugin.wrapper import HeiNwForCausalLM
@@ -30,7 +31,7 @@ STORIES = [
     {"who": "Dov", "action": "buried", "what": "iron key", "where": "rose garden", "when": "Tuesday dawn"},
 ]
 CFG = ConsolidationConfig(replay_size=2, rehearse=8, max_steps=4, batch_size=4, lr=5e-3, lora_r=4, lora_alpha=8,
-                          drift_check=False, checkpoint_every=100, anchors=0)
+                          drift_check=False, checkpoint_every=100, kl_weight=0.0)
 
 
 def _text(s: dict[str, str]) -> str:
@@ -78,7 +79,7 @@ def test_slot_questions_ask_each_slot_from_the_others() -> None:
 def test_rows_hold_text_and_answers(filled: tuple[HEIMemory, list[str]]) -> None:
     mem, ids = filled
     traces = [mem.get(i, namespace="u") for i in ids[:2]]
-    rows = build_rows(traces + traces, one_shot=None)
+    rows = build_rows(traces + traces, one_shot=None, paraphrase=False)
     assert [r.kind for r in rows] == ["lm", "qa", "qa", "qa", "qa"] * 2  # duplicates dropped
     assert rows[0].text == _text(STORIES[0])
     assert {r.answer for r in rows if r.trace_id == ids[0] and r.kind == "qa"} == {
@@ -149,17 +150,19 @@ def test_deleted_trace_never_appears_in_later_training_rows(filled: tuple[HEIMem
 
     def spy(traces: Any, **kw: Any) -> Any:
         rows = real(traces, **kw)
-        seen.append([r.trace_id for r in rows])
+        seen[-1] += [r.trace_id for r in rows]
         return rows
 
     monkeypatch.setattr(consolidate_mod, "build_rows", spy)
     w = _worker(mem, tmp_path / "c", CFG.model_copy(update={"replay_size": 4}))
+    seen.append([])
     first = w.step()
     assert set(first.trace_ids) == set(ids)
     gone = ids[1]
     mem.delete(gone, namespace="u")
     assert w.status()["holds_deleted"] == ["v0001"]
     for fresh in (False, True):
+        seen.append([])
         w.step(fresh=fresh)  # rehearsal of v0001 (continual) and a rebuild from the base (fresh)
     assert len(seen) == 3 and gone in seen[0]
     assert all(gone not in s for s in seen[1:]) and all(seen[1:])
@@ -168,36 +171,73 @@ def test_deleted_trace_never_appears_in_later_training_rows(filled: tuple[HEIMem
         assert gone not in {t for _, t in lin["traces"] + lin["rehearsed"]}
 
 
+def _score(accuracy: float, perplexity: float = 10.0) -> DriftScore:
+    return DriftScore(accuracy=accuracy, n=200, mean_ll=-1.0, perplexity=perplexity, seconds=0.0)
+
+
 class _ScriptedGuard(DriftGuard):
     """Scores from a script: the base model first, then each candidate."""
 
-    def __init__(self, correct: list[int]) -> None:
-        super().__init__([BaseTask("q", ["a"])] * 10, max_drop=1)
-        self.script = list(correct)
+    def __init__(self, scores: list[DriftScore]) -> None:
+        super().__init__([ProbeItem("q", ["a", "b"], 0)], ["text"], max_drop=1.0, max_ppl_rise=0.02)
+        self.script = list(scores)
 
-    def score(self, answer: Any) -> DriftScore:
-        return DriftScore(correct=self.script.pop(0), n=10, seconds=0.0)
+    def score(self, model: Any, tokenizer: Any) -> DriftScore:
+        return self.script.pop(0)
 
 
 def test_drift_guard_rejects_and_keeps_previous_active(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
     mem, _ = filled
     cfg = CFG.model_copy(update={"drift_check": True})
-    w = _worker(mem, tmp_path / "c", cfg, drift=_ScriptedGuard([10, 9, 8]))
-    ok = w.step()  # 10 -> 9: one question lost, allowed
-    assert ok.status == "accepted" and ok.drift["change_questions"] == -1  # type: ignore[index]
-    bad = w.step()  # 10 -> 8: rejected
+    w = _worker(mem, tmp_path / "c", cfg, drift=_ScriptedGuard([_score(80.0), _score(79.0), _score(78.5)]))
+    ok = w.step()  # 80 -> 79: one point lost, allowed
+    assert ok.status == "accepted" and ok.drift["change_points"] == -1.0  # type: ignore[index]
+    bad = w.step()  # 80 -> 78.5: rejected
     assert bad.status == "rejected" and w.active == tmp_path / "c" / "v0001"
     assert w.status()["versions"][1]["status"] == "rejected"
     counts = sorted(r.replay_count for r in mem.store.replay_rows("u"))
     assert counts == [0, 0, 1, 1]  # a rejected version replays nothing
 
 
-def test_drift_judge_threshold_is_in_questions() -> None:
-    g = DriftGuard([BaseTask("q", ["a"])] * 50, max_drop=1)
-    ref = DriftScore(correct=50, n=50, seconds=0)
-    assert g.judge(ref, DriftScore(correct=49, n=50, seconds=0)).accepted
-    assert not g.judge(ref, DriftScore(correct=48, n=50, seconds=0)).accepted
-    assert g.judge(ref, DriftScore(correct=50, n=50, seconds=0)).to_dict()["change_em"] == 0.0
+def test_drift_judge_thresholds_are_points_and_relative_perplexity() -> None:
+    g = DriftGuard([ProbeItem("q", ["a", "b"], 0)], ["text"], max_drop=1.0, max_ppl_rise=0.02)
+    ref = _score(80.0, 10.0)
+    assert g.judge(ref, _score(79.0, 10.2)).accepted  # -1 point, +2%: on the limits
+    assert not g.judge(ref, _score(78.9, 10.0)).accepted
+    assert not g.judge(ref, _score(85.0, 10.21)).accepted  # better accuracy does not excuse perplexity
+    assert g.judge(ref, _score(80.0, 9.0)).to_dict()["ppl_change"] == -0.1
+
+
+def test_probe_items_use_neighbouring_answers_as_distractors() -> None:
+    tasks = load_base_tasks()
+    items = probe_items(tasks)
+    assert len(items) == len(tasks) >= 200
+    france = items[0]
+    assert france.question == "What is the capital of France?" and france.options[france.right] == "Paris"
+    assert len(france.options) == 4 and set(france.options) <= {"Paris", "Rome", "Berlin", "Madrid", "Tokyo"}
+    assert all(len({normalize(o) for o in it.options}) == 4 for it in items)
+    assert len({it.right for it in items}) == 4  # the right answer is not always in the same place
+
+
+def test_distillation_prompts_are_disjoint_from_the_probe_and_the_held_text() -> None:
+    questions, texts = general_prompts()
+    probe = {normalize(t.question) for t in load_base_tasks()}
+    assert len(questions) >= 80 and not {normalize(q) for q in questions} & probe
+    assert not set(texts) & set(held_texts())
+
+
+def test_drift_score_on_a_model_is_deterministic_and_sees_a_change() -> None:
+    torch.set_num_threads(1)
+    tok = tiny_tokenizer()
+    items = probe_items([BaseTask("Capital of France?", ["Paris"]), BaseTask("Capital of Italy?", ["Rome"]),
+                         BaseTask("Capital of Spain?", ["Madrid"]), BaseTask("Capital of Peru?", ["Lima"])])
+    guard = DriftGuard(items, ["The river runs to the sea.", "Bread is made from flour."])
+    model = tiny_model(seed=0)
+    a, b = guard.score(model, tok), guard.score(model, tok)
+    assert a.accuracy == b.accuracy and a.perplexity == b.perplexity > 1 and a.mean_ll < 0 and a.n == 4
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    assert guard.score(model, tok).perplexity != a.perplexity
 
 
 def test_interrupted_step_resumes_to_the_same_adapter(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
@@ -239,16 +279,3 @@ def test_wrapper_swaps_and_unloads_consolidated_versions(filled: tuple[HEIMemory
         lm.mode = "B3"
 
 
-def test_anchor_rows_rehearse_reference_answers_outside_the_drift_set(filled: tuple[HEIMemory, list[str]], tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    mem, _ = filled
-    seen: list[Any] = []
-    real = consolidate_mod.anchor_rows
-    monkeypatch.setattr(consolidate_mod, "anchor_rows", lambda pairs, **kw: seen.append(pairs) or real(pairs, **kw))
-    guard = DriftGuard([BaseTask("What is the capital of France?", ["Paris"])], max_drop=1)  # the first candidate
-    w = _worker(mem, tmp_path / "c", CFG.model_copy(update={"anchors": 3}), drift=guard)
-    w.step()
-    w.step()
-    assert seen[0] == [("What is the capital of Italy?", "Rome"), ("What is the capital of Germany?", "Berlin"),
-                       ("What is the capital of Spain?", "Madrid")]  # drift set held out, reference answers
-    assert seen[1] == seen[0]

@@ -87,7 +87,7 @@ def run_consolidation_trials(root: Path, emb: Embedder, *, trials: int, steps: i
     torch.set_num_threads(1)
     model, tok = (model_factory or model_settings_factory(ModelSettings())[0])()
     factory = lambda: (model, tok)
-    cfg = ConsolidationConfig(max_steps=steps, batch_size=4, anchors=0, drift_check=False, checkpoint_every=1)
+    cfg = ConsolidationConfig(max_steps=steps, batch_size=4, kl_weight=0.0, drift_check=False, checkpoint_every=1)
     data, out_dir = root / "consolidation", root / "consolidation" / "adapters"
 
     def worker(mem: Any) -> ConsolidationWorker:
@@ -102,7 +102,7 @@ def run_consolidation_trials(root: Path, emb: Embedder, *, trials: int, steps: i
     one = time.perf_counter() - t
     mem.close()
     name = "real SmolLM2-135M" if model_factory is None else f"{type(model).__name__} from the given factory"
-    notes = [(f"{name} on CPU, {steps} optimizer step(s) per consolidation, drift check and anchors off, "
+    notes = [(f"{name} on CPU, {steps} optimizer step(s) per consolidation, drift check and distillation off, "
              f"checkpoint after every step; the first consolidation took {one:.1f} s ({first.status})")]
     out: list[ConsolidationTrial] = []
     for i in range(trials):

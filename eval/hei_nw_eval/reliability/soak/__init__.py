@@ -284,14 +284,14 @@ class Soak:
 
             if self._worker is None:
                 cfg = ConsolidationConfig(replay_size=8, rehearse=8, max_steps=self.cfg.consolidate_steps, batch_size=4,
-                                          warmup_steps=0, anchors=0, max_seconds=self.cfg.consolidate_max_s,
+                                          warmup_steps=0, kl_weight=0.0, max_seconds=self.cfg.consolidate_max_s,
                                           checkpoint_every=max(1, self.cfg.consolidate_steps))
                 self._worker = ConsolidationWorker(self.mem, self.mem.settings.model, out_dir=self.data_dir / "consolidated",
                                                    namespaces=self.namespaces, config=cfg, progress=False)
             res = self._worker.step()
             row |= {"status": res.status, "version": res.version, "rows": res.rows, "steps": res.steps,
                     "train_seconds": round(res.train_seconds, 1), "peak_rss_mb": round(res.peak_rss_mb, 1),
-                    "drift": {k: v for k, v in (res.drift or {}).items() if k in ("accepted", "change_questions", "change_em")}}
+                    "drift": {k: v for k, v in (res.drift or {}).items() if k in ("accepted", "change_points", "ppl_change")}}
         except Exception as err:  # recorded and failed in the report, never fatal to the soak
             log.exception("consolidation failed")
             row |= {"status": "error", "error": f"{type(err).__name__}: {err}"[:500]}
