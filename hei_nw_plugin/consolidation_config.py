@@ -39,7 +39,7 @@ class ConsolidationConfig(BaseModel):
                                                  "held-text perplexity, and the Cue→Answer rows carry the facts).")
     qa_rows: bool = Field(True, description="Train Cue→Answer rows built from each trace's slots.")
     paraphrase: bool = Field(True, description="Ask each slot in several wordings (else the plain question only).")
-    kl_weight: float = Field(1.0, ge=0, description="Weight of the KL from the frozen base model on general prompts "
+    kl_weight: float = Field(16.0, ge=0, description="Weight of the KL from the frozen base model on general prompts "
                                                     "(distillation against forgetting); 0 turns it off.")
     kl_batch: int = Field(8, ge=1, description="General questions per optimizer step for the KL term (plus half as "
                                                "many general texts).")

@@ -122,8 +122,10 @@ def paraphrased_questions(slots: Mapping[str, Any]) -> list[tuple[str, str, str]
         out += [("when", f"{place}when did {who} {base} {what}?" if place else f"When did {who} {base} {what}?",
                  s["when"]),
                 ("when", f"On which day did {who} {base} {what}{at}?", s["when"])]
-    seen: set[str] = set()
-    return [(a, q[:1].upper() + q[1:], v) for a, q, v in out if not (q.lower() in seen or seen.add(q.lower()))]
+    unique: dict[str, tuple[str, str, str]] = {}
+    for asked, q, value in out:
+        unique.setdefault(q.lower(), (asked, q[:1].upper() + q[1:], value))
+    return list(unique.values())
 
 
 @dataclass(frozen=True)
