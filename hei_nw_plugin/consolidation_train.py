@@ -150,21 +150,6 @@ def answer_logits(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device
     return base.get_output_embeddings()(hidden[rows, cols]).float(), tgt
 
 
-def batch_loss(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over the target tokens of a batch."""
-    logits, tgt = answer_logits(model, tokenizer, encoded, device)
-    return F.cross_entropy(logits, torch.tensor(tgt, device=device))
-
-
-def kl_to_base(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str) -> torch.Tensor:
-    """Mean KL(base ‖ model) of the next-token distribution over the loss positions; the base is ``model``
-    with its LoRA switched off (no copy of the weights)."""
-    with torch.no_grad(), model.disable_adapter():
-        ref, _ = answer_logits(model, tokenizer, encoded, device)
-    logits, _ = answer_logits(model, tokenizer, encoded, device)
-    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
-
-
 def sequence_logprobs(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str, batch: int = 64) -> list[float]:
     """Per row: the summed log-probability (nats) of its target tokens (call under ``torch.no_grad()``)."""
     out: list[float] = []
