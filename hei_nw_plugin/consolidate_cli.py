@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
                    help="weight of the KL to the frozen base model on general prompts (0: off)")
     p.add_argument("--stop-train-em", type=float, default=d.stop_train_em,
                    help="stop once this share of the cue->answer rows is answered exactly (above 1: never early)")
+    p.add_argument("--from-depth", type=float, default=d.lora_from_depth,
+                   help="LoRA in the decoder layers from this fraction of its depth up (0: all layers)")
     p.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard")
     p.add_argument("--fresh", action="store_true", help="train from the base model on live traces (drops deleted ones from weights)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -90,7 +92,7 @@ def cmd_consolidate(args: argparse.Namespace) -> None:
         replay_size=args.replay_size, rehearse=args.rehearse, max_steps=args.steps, max_seconds=args.max_seconds,
         order=ORDERS[args.order], lr=args.lr, batch_size=args.batch_size, seed=args.seed,
         drift_check=not args.no_drift_check, device=args.device, kl_weight=args.kl_weight,
-        stop_train_em=args.stop_train_em,
+        stop_train_em=args.stop_train_em, lora_from_depth=args.from_depth,
     )
     with HEIMemory(settings) as mem:
         worker = ConsolidationWorker(mem, settings.model, out_dir=out, namespaces=_namespaces(args), config=cfg,

@@ -20,7 +20,7 @@ class ConsolidationConfig(BaseModel):
     replay_size: int = Field(24, ge=1, description="Traces the scheduler picks per consolidation (the replay budget).")
     order: Literal["ca2", "shuffled"] = Field("ca2", description="Scheduler ordering: CA2 priority or the shuffled ablation.")
     rehearse: int = Field(24, ge=0, description="Traces of earlier accepted versions rehearsed beside the new ones.")
-    max_steps: int = Field(70, ge=1, description="Optimizer steps cap per consolidation.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps cap per consolidation.")
     epochs: float = Field(6.0, gt=0, description="Passes over the rows at most; steps = min(max_steps, ceil(epochs·rows/batch)).")
     stop_train_em: float = Field(0.95, gt=0, le=1.01, description="Stop once this share of the Cue→Answer rows is answered "
                                                                  "exactly (teacher forcing); above 1 never stops early.")
@@ -33,8 +33,10 @@ class ConsolidationConfig(BaseModel):
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale alpha/r).")
     lora_targets: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                                           description="Modules that get LoRA weights.")
-    lora_from_layer: int = Field(0, ge=0, description="First decoder layer that gets LoRA weights (0: all); layers "
-                                                      "below it need no backward pass, so training is cheaper.")
+    lora_from_depth: float = Field(0.5, ge=0, lt=1, description="LoRA weights go into the decoder layers from this "
+                                                                "fraction of its depth up (0: every layer; 0.5: layers "
+                                                                "15-29 of 30). Layers below need no backward pass; "
+                                                                "chosen by measurement (docs/model.md).")
     lm_rows: bool = Field(False, description="Also train a language-model row on each trace's text (off: it raised "
                                                  "held-text perplexity, and the Cue→Answer rows carry the facts).")
     qa_rows: bool = Field(True, description="Train Cue→Answer rows built from each trace's slots.")
@@ -43,6 +45,8 @@ class ConsolidationConfig(BaseModel):
                                                     "(distillation against forgetting); 0 turns it off.")
     kl_batch: int = Field(8, ge=1, description="General questions per optimizer step for the KL term (plus half as "
                                                "many general texts).")
+    kl_top_k: int = Field(256, ge=1, description="Base-model tokens kept per KL position (the rest pooled into one); "
+                                                "the base distribution is computed once per consolidation.")
     seed: int = Field(0, description="Seed of row order, rehearsal sample and LoRA init.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between checkpoints.")
     drift_max_drop: float = Field(1.0, ge=0, description="Points (0-100) of base-task accuracy a version may lose before "

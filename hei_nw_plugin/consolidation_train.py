@@ -3,8 +3,10 @@
 Each step's loss is the cross-entropy of a batch of episode rows (answer tokens
 and the closing end-of-turn token of Cue→Answer rows, every token of
 language-model rows) plus ``kl_weight`` × the KL divergence from the frozen base
-model's next-token distribution on a batch of general prompts (the base is the
-same model with its LoRA switched off, so no second copy of the weights).
+model's next-token distribution on a batch of general prompts. That distribution
+is computed once per consolidation, with the LoRA switched off (no second copy
+of the weights), and kept as its top ``kl_top_k`` tokens per position plus the
+pooled rest (:func:`base_reference`), so a step runs no base forward.
 Logits are computed for the loss positions only (the vocabulary projection
 dominates memory otherwise), and rows that share the answer template's prefix
 run it once per batch (:func:`hidden_states`). Every ``check_every`` steps the
@@ -19,6 +21,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -215,30 +218,82 @@ def _wrap(model: Any, cfg: ConsolidationConfig, init_from: Path | None) -> Any:
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.lora_targets if t in present]
     layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    upper = list(range(cfg.lora_from_layer, layers)) if cfg.lora_from_layer and layers else None
-    if upper == []:
-        from hei_nw_plugin.errors import ConfigError
-
-        raise ConfigError(f"lora_from_layer={cfg.lora_from_layer} leaves no layer of the model's {layers} for LoRA")
+    first = min(layers - 1, round(cfg.lora_from_depth * layers)) if layers else 0
+    upper = list(range(first, layers)) if first and layers else None
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
                         target_modules=targets, layers_to_transform=upper, task_type="CAUSAL_LM")
     torch.manual_seed(cfg.seed)
     return get_peft_model(model, config, adapter_name=ADAPTER_NAME)
 
 
-def _loss_parts(model: Any, tokenizer: Any, batch: Sequence[Encoded], device: str, *, kl: bool) -> torch.Tensor:
-    """Cross-entropy (``kl=False``) or KL to the base model over a batch that may mix templated and plain rows:
-    each group runs as one forward (so the templated group shares its prefix); the mean is over all positions."""
-    groups = [[e for e in batch if e.kind in ("qa", "kl")], [e for e in batch if e.kind in ("lm", "kl_text")]]
-    groups = [g for g in groups if g]
-    if not kl:
-        parts = [answer_logits(model, tokenizer, g, device) for g in groups]
-        logits = torch.cat([lg for lg, _ in parts])
-        return F.cross_entropy(logits, torch.tensor([t for _, tg in parts for t in tg], device=device))
-    with torch.no_grad(), model.disable_adapter():
-        ref = torch.cat([answer_logits(model, tokenizer, g, device)[0] for g in groups])
-    logits = torch.cat([answer_logits(model, tokenizer, g, device)[0] for g in groups])
-    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
+def _groups(batch: Sequence[Encoded]) -> list[list[int]]:
+    """Indices of the templated rows and of the plain-text rows: each group runs as one forward (so the
+    templated group shares its prefix)."""
+    groups = [[i for i, e in enumerate(batch) if e.kind in ("qa", "kl")],
+              [i for i, e in enumerate(batch) if e.kind in ("lm", "kl_text")]]
+    return [g for g in groups if g]
+
+
+def _ce_loss(model: Any, tokenizer: Any, batch: Sequence[Encoded], device: str) -> torch.Tensor:
+    """Mean cross-entropy over every target position of ``batch``."""
+    parts = [answer_logits(model, tokenizer, [batch[i] for i in g], device) for g in _groups(batch)]
+    logits = torch.cat([lg for lg, _ in parts])
+    return F.cross_entropy(logits, torch.tensor([t for _, tg in parts for t in tg], device=device))
+
+
+def _coarse(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of ``ids`` (per position) and, last, the log of the mass of every other token."""
+    top = logp.gather(1, ids)
+    rest = torch.log((-torch.expm1(torch.logsumexp(top, 1))).clamp_min(1e-12))
+    return torch.cat([top, rest[:, None]], 1)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The frozen base model's next-token distribution at one row's KL positions: its ``top_k`` token ids
+    and their log-probabilities with the log of the remaining mass appended (``logp`` has ``top_k + 1`` columns)."""
+
+    ids: torch.Tensor
+    logp: torch.Tensor
+
+
+def base_reference(model: Any, tokenizer: Any, encoded: Sequence[Encoded], device: str, top_k: int,
+                   batch: int = 16) -> list[Reference]:
+    """Per row of ``encoded``: the base model's :class:`Reference` (LoRA switched off when ``model`` has one).
+
+    Computed once per consolidation instead of a base forward every step; the KL
+    is then taken between the two distributions coarsened to those ``top_k``
+    tokens and the rest, which is the full KL when ``top_k`` covers the vocabulary.
+    """
+    out: list[Reference | None] = [None] * len(encoded)
+    off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with torch.no_grad(), off:
+        for g in _groups(encoded):
+            for i in range(0, len(g), batch):
+                chunk = g[i:i + batch]
+                logits, _ = answer_logits(model, tokenizer, [encoded[j] for j in chunk], device)
+                logp = torch.log_softmax(logits, -1)
+                ids = logp.topk(min(top_k, logp.shape[1]), dim=1).indices
+                ref = _coarse(logp, ids)
+                k = 0
+                for j in chunk:
+                    n = len(encoded[j].ids) - encoded[j].first
+                    out[j] = Reference(ids[k:k + n], ref[k:k + n])
+                    k += n
+    return [r for r in out if r is not None]
+
+
+def _kl_loss(model: Any, tokenizer: Any, batch: Sequence[Encoded], refs: Sequence[Reference],
+             device: str) -> torch.Tensor:
+    """KL(base ‖ model) per KL position of ``batch`` (coarsened to each reference's tokens), averaged."""
+    parts, p = [], []
+    for g in _groups(batch):
+        logits, _ = answer_logits(model, tokenizer, [batch[i] for i in g], device)
+        ids = torch.cat([refs[i].ids for i in g])
+        parts.append(_coarse(torch.log_softmax(logits, -1), ids))
+        p += [refs[i].logp for i in g]
+    q, ref = torch.cat(parts), torch.cat(p)
+    return (ref.exp() * (ref - q)).sum() / q.shape[0]
 
 
 def train_lora(
@@ -275,8 +330,9 @@ def train_lora(
     encoded = [encode_row(tokenizer, r) for r in rows]
     checked = [e for r, e in zip(rows, encoded) if r.kind == "qa" and r.checked]
     kl_enc = [encode_row(tokenizer, r) for r in kl_rows] if cfg.kl_weight > 0 else []
-    kl_tpl = [e for e in kl_enc if e.kind == "kl"]
-    kl_txt = [e for e in kl_enc if e.kind == "kl_text"]
+    kl_ref = base_reference(peft_model, tokenizer, kl_enc, device, cfg.kl_top_k) if kl_enc else []
+    kl_tpl = [(e, r) for e, r in zip(kl_enc, kl_ref) if e.kind == "kl"]
+    kl_txt = [(e, r) for e, r in zip(kl_enc, kl_ref) if e.kind == "kl_text"]
     n_txt = max(1, cfg.kl_batch // 2) if kl_txt else 0  # every step distils some plain text too (held-text perplexity)
     tpl_order = _order(len(kl_tpl), total, cfg.kl_batch, cfg.seed + 1) if kl_tpl else []
     txt_order = _order(len(kl_txt), total, n_txt, cfg.seed + 2) if kl_txt else []
@@ -313,12 +369,12 @@ def train_lora(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, cfg.lr, cfg.warmup_steps)
             batch = [encoded[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-            loss = _loss_parts(peft_model, tokenizer, batch, device, kl=False)
+            loss = _ce_loss(peft_model, tokenizer, batch, device)
             point = {"step": step, "loss": round(float(loss.item()), 5)}
             if kl_enc:
-                kl_batch = [kl_tpl[i] for i in tpl_order[step * cfg.kl_batch:(step + 1) * cfg.kl_batch]]
-                kl_batch += [kl_txt[i] for i in txt_order[step * n_txt:(step + 1) * n_txt]]
-                kl = _loss_parts(peft_model, tokenizer, kl_batch, device, kl=True)
+                picked = [kl_tpl[i] for i in tpl_order[step * cfg.kl_batch:(step + 1) * cfg.kl_batch]]
+                picked += [kl_txt[i] for i in txt_order[step * n_txt:(step + 1) * n_txt]]
+                kl = _kl_loss(peft_model, tokenizer, [e for e, _ in picked], [r for _, r in picked], device)
                 point["kl"] = round(float(kl.item()), 5)
                 loss = loss + cfg.kl_weight * kl
             opt.zero_grad(set_to_none=True)

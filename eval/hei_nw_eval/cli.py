@@ -70,6 +70,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--consolidate-lr", type=float, default=None, help="LoRA learning rate")
     c.add_argument("--consolidate-kl", type=float, default=None,
                    help="weight of the KL to the frozen base model on general prompts (0: off)")
+    c.add_argument("--consolidate-from-depth", type=float, default=None,
+                   help="LoRA in the decoder layers from this fraction of its depth up (0: all layers)")
     c.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard (smoke tests only)")
     c.add_argument("--device", default=None, help="torch device of the model and of consolidation (default cpu)")
     p.set_defaults(func=cmd_eval)
@@ -158,7 +160,8 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
     runner = EvalRunner(lm, embedder=embedder, options=options, base_settings=settings)
     over = {k: v for k, v in {"replay_size": args.replay_size, "max_steps": args.consolidate_steps,
                               "epochs": args.consolidate_epochs, "lr": args.consolidate_lr,
-                              "kl_weight": args.consolidate_kl}.items() if v is not None}
+                              "kl_weight": args.consolidate_kl,
+                              "lora_from_depth": args.consolidate_from_depth}.items() if v is not None}
     if args.no_drift_check:
         over["drift_check"] = False
     result, paths = run_consolidation_eval(

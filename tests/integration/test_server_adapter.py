@@ -38,19 +38,22 @@ MAX_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A rank-8 LoRA whose B matrices are non-zero (seeded), so that it changes answers: tenant acme's B2/B3 adapter."""
-    peft = pytest.importorskip("peft")
+    """A LoRA of the consolidation's shape whose B matrices are non-zero (seeded), so that it changes answers:
+    tenant acme's B2/B3 adapter."""
+    pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
+    from hei_nw_plugin.consolidation_config import ConsolidationConfig
+    from hei_nw_plugin.consolidation_train import _wrap
     from server.vllm_process import EMBEDDED, resolve_model_folder
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model_folder(EMBEDDED))
-    model = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    model = _wrap(base, ConsolidationConfig(), None)  # the shape a consolidation ships: its layers and projections
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.06)
     folder = tmp_path_factory.mktemp("acme-lora")
     model.save_pretrained(folder)
     return folder

@@ -75,16 +75,36 @@ def test_kl_to_base_is_zero_before_training_and_has_gradients() -> None:
     peft_model = ct._wrap(model, cfg, None)
     enc = [ct.encode_row(tok, r) for r in kl_rows([("What do bees make?", "honey"), ("Who fixes teeth?", "a dentist")],
                                                    ["Bread rises."], one_shots=[ONE, None])]
-    kl = ct._loss_parts(peft_model, tok, enc, "cpu", kl=True)
+    refs = ct.base_reference(peft_model, tok, enc, "cpu", top_k=8)
+    assert [len(r.ids) for r in refs] == [len(e.ids) - e.first for e in enc]
+    kl = ct._kl_loss(peft_model, tok, enc, refs, "cpu")
     assert abs(kl.item()) < 1e-6  # LoRA's B starts at zero: the model is the base model
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    kl = ct._loss_parts(peft_model, tok, enc, "cpu", kl=True)
+    assert torch.allclose(ct.base_reference(peft_model, tok, enc, "cpu", top_k=8)[0].logp, refs[0].logp)  # LoRA off
+    kl = ct._kl_loss(peft_model, tok, enc, refs, "cpu")
     kl.backward()
     assert kl.item() > 0 and any(p.grad is not None and p.grad.abs().sum() > 0
                                  for n, p in peft_model.named_parameters() if "lora_" in n)
+
+
+def test_kl_over_the_whole_vocabulary_is_the_exact_kl() -> None:
+    torch.set_num_threads(1)
+    base, tok = tiny_model(seed=3), tiny_tokenizer()
+    other = tiny_model(seed=5)
+    enc = [ct.encode_row(tok, r) for r in kl_rows([("What do bees make?", "honey")], ["Bread rises."], one_shots=[ONE])]
+    vocab = base.get_output_embeddings().weight.shape[0]
+    with torch.no_grad():
+        refs = ct.base_reference(base, tok, enc, "cpu", top_k=vocab)
+        coarse = ct._kl_loss(other, tok, enc, refs, "cpu")
+        p = torch.cat([torch.log_softmax(ct.answer_logits(base, tok, [e], "cpu")[0], -1) for e in enc])
+        q = torch.cat([torch.log_softmax(ct.answer_logits(other, tok, [e], "cpu")[0], -1) for e in enc])
+        exact = torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean")
+        assert torch.allclose(coarse, exact, rtol=1e-4)
+        few = ct._kl_loss(other, tok, enc, ct.base_reference(base, tok, enc, "cpu", top_k=4), "cpu")
+    assert 0 < few <= exact + 1e-6  # coarsening can only lose divergence
 
 
 def test_training_stops_once_the_rows_are_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
