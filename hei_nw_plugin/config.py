@@ -238,6 +238,10 @@ class ModelSettings(_Section):
                                          "least this probability; below it, its best other answer is taken (0 keeps every "
                                          "abstention). 0.5: it abstains only when abstaining is its majority choice; on LoCoMo dev "
                                          "greedy decoding abstained on most answerable questions.")
+    reader_speaker_check: bool = Field(
+        True, description="The memory reader abstains, without generating, when the question names exactly one speaker of "
+                          "the recalled traces (their 'speaker' slot) and the best trace was said by someone else "
+                          "(hei_nw_plugin.attribution).")
     reader_weights: Path | None = Field(None, description="Memory-reader LoRA folder (peft); None uses the shipped one when the model matches.")
     consolidated_weights: Path | None = Field(None, description="Consolidated LoRA folder (peft) that modes B2/B3 need.")
     recall_k: int = Field(3, ge=1, le=256, description="Traces recalled per question in B1/B2 (recall's k, not k-WTA's).")

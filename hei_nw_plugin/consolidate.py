@@ -9,7 +9,7 @@
    consolidation starts from the previous adapter without overwriting it;
 2. each trace gives training rows (:mod:`hei_nw_plugin.consolidation_rows`): a
    language-model row of its text and Cue→Answer rows asking each slot from the
-   others in several wordings (rehearsed traces: the plain wording only), in the
+   others in several wordings (rehearsed traces: plain only unless ``rehearse_paraphrase``), in the
    one-shot answer template the model is asked with, memory empty;
 3. a peft LoRA is trained (answer / text tokens only carry loss) until the new
    and rehearsed Cue→Answer rows are answered (``stop_train_em``), bounded by
@@ -332,7 +332,8 @@ class ConsolidationWorker:
             return ConsolidationResult(status="empty", version=None, folder=None, total_seconds=time.perf_counter() - t_start)
         parent = None if fresh else parent
         rows = build_rows(replay, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows, paraphrase=cfg.paraphrase)
-        rows += build_rows(rehearsal, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows, paraphrase=False)
+        rows += build_rows(rehearsal, one_shot=self.one_shot, lm_rows=cfg.lm_rows, qa_rows=cfg.qa_rows,
+                           paraphrase=cfg.paraphrase and cfg.rehearse_paraphrase)
         if not rows:
             raise ConfigError("the picked traces give no training rows (enable lm_rows or qa_rows)")
         _reset_peak_rss()

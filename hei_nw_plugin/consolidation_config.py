@@ -20,6 +20,9 @@ class ConsolidationConfig(BaseModel):
     replay_size: int = Field(24, ge=1, description="Traces the scheduler picks per consolidation (the replay budget).")
     order: Literal["ca2", "shuffled"] = Field("ca2", description="Scheduler ordering: CA2 priority or the shuffled ablation.")
     rehearse: int = Field(24, ge=0, description="Traces of earlier accepted versions rehearsed beside the new ones.")
+    rehearse_paraphrase: bool = Field(False, description="Ask rehearsed traces in every wording too (off: the plain "
+                                                         "wording only, as measured in reports/consolidation; with it, "
+                                                         "a second cycle lost 7 of the first one's 9 answers).")
     max_steps: int = Field(100, ge=1, description="Optimizer steps cap per consolidation.")
     epochs: float = Field(6.0, gt=0, description="Passes over the rows at most; steps = min(max_steps, ceil(epochs·rows/batch)).")
     stop_train_em: float = Field(0.95, gt=0, le=1.01, description="Stop once this share of the Cue→Answer rows is answered "

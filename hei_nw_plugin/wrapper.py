@@ -39,15 +39,17 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise require_extra(err.name or "torch", "model") from err
 
 from hei_nw_plugin.adapter import CONFIG_FILE, AdapterConfig, AdapterHook, EpisodicAdapter, MemoryState, weights_sha256
+from hei_nw_plugin.attribution import other_speaker
 from hei_nw_plugin.config import HeiNwSettings
 from hei_nw_plugin.errors import ConfigError
 from hei_nw_plugin.model.loading import CONVERSION_RECORD, LoadedModel, generation_record, load_base_model
 from hei_nw_plugin.model.prompting import ABSTAIN, DEFAULT_ONE_SHOT, OneShot, answer_messages, clean_answer, prompt_memory
 from hei_nw_plugin.surprise import ModelNLLSurprise
-from hei_nw_plugin.types import DEFAULT_NAMESPACE, MemoryEvent, WriteDecision
+from hei_nw_plugin.types import DEFAULT_NAMESPACE, MemoryEvent, Trace, WriteDecision
 
 if TYPE_CHECKING:
     from hei_nw_plugin.memory import HEIMemory
+    from hei_nw_plugin.model.abstain import AbstainGate
 
 Mode = Literal["B0", "B1", "B2", "B3"]
 Route = Literal["prefix", "adapter", "both"]
@@ -71,6 +73,11 @@ class Answer:
     reader: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     write: WriteDecision | None = None
+    abstain: tuple[float, bool] | None = None
+    """The reader's abstention rule at the first answer token: the reply's probability and whether it
+    was the top choice (None when the rule did not run)."""
+    other_speaker: str | None = None
+    """Who said the best recalled trace, when the question asks about another speaker and the reader abstained."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -330,12 +337,13 @@ class HeiNwForCausalLM:
         yield
 
     # ------------------------------------------------------------------ generation
-    def _recall(self, question: str, namespace: str, k: int) -> tuple[str, list[str], float]:
+    def _recall(self, question: str, namespace: str, k: int) -> tuple[str, list[str], float, list[Trace]]:
         if self._memory is None:
             raise ConfigError(f"mode {self.mode} recalls from memory; attach a HEIMemory (lm.memory = mem)")
         t = time.perf_counter()
         result = self._memory.recall(question, k=k, namespace=namespace)
-        return result.memory_tokens.text, list(result.memory_tokens.trace_ids), (time.perf_counter() - t) * 1000
+        ms = (time.perf_counter() - t) * 1000
+        return result.memory_tokens.text, list(result.memory_tokens.trace_ids), ms, [r.trace for r in result.traces]
 
     def _head_cache(self, head: list[dict[str, str]], input_ids: torch.Tensor, loras: Sequence[str]) -> Any | None:
         """A copy of the KV cache of the prompt's fixed ``head`` messages, computed once per LoRA set
@@ -357,7 +365,7 @@ class HeiNwForCausalLM:
     def _generate(
         self, messages: list[dict[str, str]], memory_text: str, *, max_new_tokens: int, stop_newline: bool,
         use_adapter: bool, loras: Sequence[str], head: list[dict[str, str]] | None = None,
-    ) -> tuple[str, int, dict[str, float]]:
+    ) -> tuple[str, int, dict[str, float], tuple[float, bool] | None]:
         ms = self.settings.model
         timings: dict[str, float] = {}
         enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -379,6 +387,7 @@ class HeiNwForCausalLM:
             kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if stop_newline:
             kwargs |= {"stop_strings": ["\n"], "tokenizer": self.tokenizer}
+        gate: AbstainGate | None = None
         if stop_newline and "reader" in loras and ms.reader_abstain_min > 0:
             from transformers import LogitsProcessorList
 
@@ -399,7 +408,8 @@ class HeiNwForCausalLM:
                 out = self.model.generate(**enc, **kwargs)
         timings["generate"] = (time.perf_counter() - t) * 1000
         new = out[0, enc["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new, skip_special_tokens=True), int(new.numel()), timings
+        seen = gate.seen[0] if gate is not None and gate.seen else None
+        return self.tokenizer.decode(new, skip_special_tokens=True), int(new.numel()), timings, seen
 
     def _abstain_ids(self) -> list[int]:
         """First token of the reader's abstention reply, as it starts a reply with and without a space."""
@@ -429,33 +439,37 @@ class HeiNwForCausalLM:
         one_shot: OneShot | None = DEFAULT_ONE_SHOT,
         max_new_tokens: int | None = None,
         write_back: bool = False,
+        recalled: Sequence[Trace] | None = None,
     ) -> Answer:
         """Answer a question in the current mode (short answer, one-shot format).
 
         ``memory_text`` bypasses recall (oracle / ablations: the given text is used
-        as the packed memory). ``write_back`` offers the question to memory through
-        the write gate afterwards (B1/B2 only).
+        as the packed memory; ``recalled``: the traces behind it, best first, for the
+        speaker check). ``write_back`` offers the question to memory through the write
+        gate afterwards (B1/B2 only).
         """
         t0 = time.perf_counter()
         ms = self.settings.model
         trace_ids: list[str] = []
         timings: dict[str, float] = {}
         if self.mode in ("B1", "B2") and memory_text is None:
-            memory_text, trace_ids, timings["recall"] = self._recall(question, namespace, k or ms.recall_k)
+            memory_text, trace_ids, timings["recall"], recalled = self._recall(question, namespace, k or ms.recall_k)
         if self.mode in ("B0", "B3"):
             memory_text = ""
         memory_text = memory_text or ""
         route, use_adapter, loras = self._plan(memory_text)
         shown = prompt_memory(memory_text, route) if route is not None else ""
         messages = answer_messages(question, shown, one_shot=one_shot)
-        raw, n_new, gen_t = self._generate(
+        other = other_speaker(question, recalled or []) if "reader" in loras and ms.reader_speaker_check else None
+        raw, n_new, gen_t, abstain = (ABSTAIN, 0, {}, None) if other else self._generate(
             messages, memory_text, max_new_tokens=max_new_tokens or ms.answer_max_new_tokens,
             stop_newline=True, use_adapter=use_adapter, loras=loras, head=messages[:-1],
         )
         timings |= gen_t
         answer = Answer(
             text=clean_answer(raw), raw=raw, mode=self.mode, route=route, memory_text=memory_text,
-            trace_ids=trace_ids, new_tokens=n_new, reader="reader" in loras, timings_ms=timings,
+            trace_ids=trace_ids, new_tokens=n_new, reader="reader" in loras, timings_ms=timings, abstain=abstain,
+            other_speaker=other,
         )
         if write_back and self.mode in ("B1", "B2") and self._memory is not None:
             answer.write = self._memory.write(MemoryEvent(text=question), namespace=namespace)
@@ -481,7 +495,7 @@ class HeiNwForCausalLM:
         cue = messages[-1]["content"]
         memory_text, trace_ids, timings = "", list[str](), dict[str, float]()
         if self.mode in ("B1", "B2"):
-            memory_text, trace_ids, timings["recall"] = self._recall(cue, namespace, k or ms.recall_k)
+            memory_text, trace_ids, timings["recall"], _ = self._recall(cue, namespace, k or ms.recall_k)
         route, use_adapter, loras = self._plan(memory_text)
         loras = [n for n in loras if n != "reader"]  # the reader is trained for short answers only
         msgs = [dict(m) for m in messages]
@@ -492,7 +506,7 @@ class HeiNwForCausalLM:
                 msgs[0]["content"] = f"{msgs[0]['content']}\n\n{note}"
             else:
                 msgs.insert(0, {"role": "system", "content": f"You are a helpful assistant.\n\n{note}"})
-        raw, n_new, gen_t = self._generate(
+        raw, n_new, gen_t, _ = self._generate(
             msgs, memory_text, max_new_tokens=max_new_tokens or ms.max_new_tokens, stop_newline=False,
             use_adapter=use_adapter, loras=loras,
         )

@@ -72,6 +72,8 @@ def register(subparsers: Any) -> None:
                    help="weight of the KL to the frozen base model on general prompts (0: off)")
     c.add_argument("--consolidate-from-depth", type=float, default=None,
                    help="LoRA in the decoder layers from this fraction of its depth up (0: all layers)")
+    c.add_argument("--rehearse-paraphrase", action="store_true",
+                   help="rehearse earlier consolidated traces in every wording (default: the plain wording only)")
     c.add_argument("--no-drift-check", action="store_true", help="skip the base-task drift guard (smoke tests only)")
     c.add_argument("--device", default=None, help="torch device of the model and of consolidation (default cpu)")
     p.set_defaults(func=cmd_eval)
@@ -164,6 +166,8 @@ def _consolidation(args: argparse.Namespace, modes: list[str]) -> None:
                               "lora_from_depth": args.consolidate_from_depth}.items() if v is not None}
     if args.no_drift_check:
         over["drift_check"] = False
+    if args.rehearse_paraphrase:
+        over["rehearse_paraphrase"] = True
     result, paths = run_consolidation_eval(
         runner, units, task=task, condition=cond, out=args.out, cycles=args.consolidate_cycles, orders=orders,
         b2="B2" in modes, config=over, settings_model=settings.model, seed=args.seed, n_boot=args.n_boot)

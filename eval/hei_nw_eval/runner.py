@@ -180,6 +180,11 @@ class Outcome:
     locomo_f1: float | None = None
     abstained: bool = False
     """The answer says memory does not hold it (LoCoMo's category-5 rule)."""
+    abstain_p: float | None = None
+    """Probability of the reader's abstention reply at the first answer token (None: the rule did not run)."""
+    abstain_top: bool | None = None
+    """Whether that reply was the top choice there (with ``abstain_p``, re-scores the run at any other
+    ``model.reader_abstain_min``: ``eval/abstain_sweep.py``)."""
 
 
 @dataclass
@@ -316,6 +321,7 @@ class EvalRunner:
         fitted = None
         t0 = time.perf_counter()
         recalled = None
+        ranked_traces: list[Any] = []
         if mem is not None:
             cue = Cue(text=q.cue, slots=dict(q.cue_slots) if opts.cue_slots else {})
             rr = mem.recall(cue, k=opts.k, namespace=unit.namespace)
@@ -324,6 +330,7 @@ class EvalRunner:
             stages["recall"] = rr.timings_ms["total"]
             memory_text = rr.memory_tokens.text
             recalled = rr.traces[0] if rr.traces else None
+            ranked_traces = [r.trace for r in rr.traces]
         elif rag is not None:
             t = time.perf_counter()
             memory_text, ranked = rag.search(q.cue, opts.k)
@@ -343,7 +350,7 @@ class EvalRunner:
         if mode == "retrieval-only":
             out.prediction = answer_from_trace(recalled, q.answer_slot)
         else:
-            self._generate(mode, unit, memory_text, out, stages)
+            self._generate(mode, unit, memory_text, out, stages, ranked_traces)
         out.latency_ms = (time.perf_counter() - t0) * 1000
         out.stages_ms = stages
         out.em = M.exact_match(out.prediction, out.golds)
@@ -353,7 +360,8 @@ class EvalRunner:
             out.locomo_f1 = M.locomo_score(out.prediction, q.answer, int(q.category))
         return out
 
-    def _generate(self, mode: str, unit: Unit, memory_text: str | None, out: Outcome, stages: dict[str, float]) -> None:
+    def _generate(self, mode: str, unit: Unit, memory_text: str | None, out: Outcome, stages: dict[str, float],
+                  recalled: list[Any]) -> None:
         from hei_nw_plugin.model.prompting import answer_messages, prompt_memory
 
         lm = self.lm
@@ -363,11 +371,13 @@ class EvalRunner:
         with self._plain_prompt() if plain else _nothing():
             ans = lm.generate_answer(
                 unit.question.cue, namespace=unit.namespace, memory_text=memory_text if mode != "B0" else None,
-                one_shot=unit.one_shot, max_new_tokens=self.options.max_new_tokens,
+                one_shot=unit.one_shot, max_new_tokens=self.options.max_new_tokens, recalled=recalled,
             )
         stages |= {s: v for s, v in ans.timings_ms.items() if s != "total"}
         shown = prompt_memory(ans.memory_text, ans.route) if ans.route is not None else ""
         out.prediction = ans.text
+        if ans.abstain is not None:
+            out.abstain_p, out.abstain_top = ans.abstain
         out.prompt_tokens = self._prompt_tokens(answer_messages(unit.question.cue, shown, one_shot=unit.one_shot))
         out.new_tokens = ans.new_tokens
         if ans.route in ("adapter", "both") and ans.memory_text:

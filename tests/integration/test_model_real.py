@@ -120,6 +120,26 @@ def test_b0_misses_b1_recalls_a_fact_written_by_the_gate(lm: HeiNwForCausalLM, t
     assert "garden shed" in answers["prefix"].memory_text
 
 
+def test_reader_abstains_when_the_best_turn_is_another_speakers(lm: HeiNwForCausalLM, tmp_path: Path) -> None:
+    from hei_nw_plugin.memory import HEIMemory
+
+    turns = [("Melanie", "Melanie: I ran a charity race for mental health last Saturday."),
+             ("Caroline", "Caroline: I painted a sunset with my kids.")]
+    with HEIMemory(HeiNwSettings.build(store={"data_dir": tmp_path})) as mem:
+        for who, text in turns:
+            mem.write({"text": text, "slots": {"speaker": who}, "force": True}, namespace="u")
+        lm.memory, lm.mode, lm.route = mem, "B1", "prefix"
+        swapped = lm.generate_answer("What charity race for mental health did Caroline run last Saturday?", namespace="u")
+        own = lm.generate_answer("What did Melanie run last Saturday?", namespace="u")
+        lm.settings.model.reader_speaker_check = False
+        unchecked = lm.generate_answer("What charity race for mental health did Caroline run last Saturday?", namespace="u")
+        lm.settings.model.reader_speaker_check = True
+        lm.memory = None
+    assert swapped.reader and swapped.other_speaker == "Melanie" and swapped.text == "Not mentioned"
+    assert own.other_speaker is None and own.new_tokens > 0 and own.text != "Not mentioned", own
+    assert unchecked.other_speaker is None and unchecked.new_tokens > 0
+
+
 def test_model_surprise_ranks_gibberish_above_plain_text(lm: HeiNwForCausalLM) -> None:
     plain = lm.surprise.nll("The cat sat on the mat and went to sleep.")
     odd = lm.surprise.nll("Zq7 vorp klaxed umbly 93xx frin the dwomp.")

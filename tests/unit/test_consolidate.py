@@ -110,12 +110,15 @@ def test_step_writes_version_lineage_provenance_and_replay_counts(filled: tuple[
 
 def test_later_step_starts_from_previous_and_rehearses_it(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
     mem, _ = filled
-    w = _worker(mem, tmp_path / "c")
+    w = _worker(mem, tmp_path / "c", CFG.model_copy(update={"rehearse_paraphrase": True}))
     first = w.step()
     second = w.step()
     assert second.version == "v0002" and w.lineage("v0002")["parent"] == "v0001"
     assert set(second.rehearsed_ids) == set(first.trace_ids)
     assert not set(second.trace_ids) & set(first.trace_ids)  # fresh traces first: every trace gets its turn
+    both = [mem.get(t, namespace="u") for t in second.trace_ids + second.rehearsed_ids]
+    assert second.rows == len(build_rows(both, one_shot=None, lm_rows=CFG.lm_rows))  # rehearsed in every wording too
+    assert second.rows > len(build_rows(both, one_shot=None, lm_rows=CFG.lm_rows, paraphrase=False))
 
 
 def test_rollback_restores_outputs_exactly(filled: tuple[HEIMemory, list[str]], tmp_path: Path) -> None:
