@@ -19,10 +19,11 @@ class AbstainGate:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] != self.prompt_len:
             return scores
+        ids = torch.tensor(self.first_ids, device=scores.device)
         probs = torch.softmax(scores.float(), dim=-1)
-        p = probs[:, self.first_ids].sum(dim=-1)
-        top = torch.isin(probs.argmax(dim=-1), torch.tensor(self.first_ids))
+        p = probs[:, ids].sum(dim=-1)
+        top = torch.isin(probs.argmax(dim=-1), ids)
         self.seen = [(float(a), bool(b)) for a, b in zip(p.tolist(), top.tolist(), strict=True)]
         unsure = p < self.minimum
-        scores[unsure.nonzero(as_tuple=True)[0][:, None], torch.tensor(self.first_ids)] = -float("inf")
+        scores[unsure.nonzero(as_tuple=True)[0][:, None], ids] = -float("inf")
         return scores
